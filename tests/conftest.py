@@ -1,0 +1,55 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Nothing in the test suite may reach the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def run_python(code: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    """Run `code` in a fresh Python process; returns the completed process (stdout, stderr, returncode)."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_config():
+    from modeling_vanilla import VanillaTransformerConfig
+
+    return VanillaTransformerConfig.tiny(dropout=0.0)
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    from modeling_vanilla import VanillaTransformerForConditionalGeneration
+
+    return VanillaTransformerForConditionalGeneration(tiny_config).eval()
+
+
+def random_batch(vocab_size: int, batch_size: int = 3, source_length: int = 9, target_length: int = 7, pad: int = 0):
+    """Random source/target ids (no special ids below 4) with right padding of different lengths in the source."""
+    input_ids = torch.randint(4, vocab_size, (batch_size, source_length))
+    attention_mask = torch.ones_like(input_ids)
+    for row in range(1, batch_size):
+        pad_from = source_length - 2 * row
+        input_ids[row, pad_from:] = pad
+        attention_mask[row, pad_from:] = 0
+    decoder_input_ids = torch.randint(4, vocab_size, (batch_size, target_length))
+    return input_ids, attention_mask, decoder_input_ids
