@@ -8,6 +8,9 @@ smoothing and Adam's betas are training arguments.
 
 from transformers import PreTrainedConfig
 
+# Imported here, relatively, so that `save_pretrained` copies the pipeline file next to the configuration.
+from .pipeline_translation import custom_pipelines_entry, is_registered
+
 POSITIONAL_ENCODINGS = ("sinusoidal", "learned")
 LAYER_NORM_POSITIONS = ("post", "pre")
 
@@ -112,8 +115,19 @@ class VanillaTransformerConfig(PreTrainedConfig):
     decoder_start_token_id: int | None = 1
 
     def __post_init__(self, **kwargs):
+        # config.json declares the translation pipeline (`custom_pipelines`, written by `to_dict`) for users without
+        # this package. Where the package registered that pipeline with transformers, `pipeline()` must not see the
+        # declaration, or it would demand trust_remote_code: see pipeline_translation.register_translation_pipeline.
+        custom_pipelines = kwargs.pop("custom_pipelines", None)
         self._validate()
         super().__post_init__(**kwargs)
+        if custom_pipelines is not None and not is_registered():
+            self.custom_pipelines = custom_pipelines
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        output["custom_pipelines"] = custom_pipelines_entry()
+        return output
 
     def _validate(self):
         """Fail at construction, naming the field, rather than deep inside torch at the first forward."""
@@ -161,6 +175,12 @@ class VanillaTransformerConfig(PreTrainedConfig):
     def big(cls, **overrides) -> "VanillaTransformerConfig":
         """Transformer (big), Table 3: N=6, d_model=1024, d_ff=4096, h=16, P_drop=0.3 (EN-DE)."""
         return cls(**{"d_model": 1024, "d_ff": 4096, "num_heads": 16, "dropout": 0.3, **overrides})
+
+    @classmethod
+    def small(cls, **overrides) -> "VanillaTransformerConfig":
+        """A CPU-sized model (not in the paper): N=3, d_model=256, d_ff=1024, h=4, P_drop=0.1."""
+        params = {"d_model": 256, "d_ff": 1024, "num_heads": 4, "num_encoder_layers": 3, "num_decoder_layers": 3}
+        return cls(**{**params, **overrides})
 
     @classmethod
     def tiny(cls, **overrides) -> "VanillaTransformerConfig":

@@ -1,0 +1,300 @@
+"""Section 5's recipe and the training script: schedule, label smoothing, checkpoints, resume, processes."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+from safetensors.torch import load_file
+
+from modeling_vanilla.toy_corpus import write_toy_corpus
+from modeling_vanilla.training import (
+    COMPLETE_MARKER,
+    CheckpointManager,
+    average_checkpoints,
+    build_optimizer,
+    build_scheduler,
+    inverse_sqrt_learning_rate,
+    label_smoothed_cross_entropy,
+)
+
+# Section 5.3: Eq. (3)
+
+
+@pytest.mark.parametrize("step", [1, 4000, 40000])
+def test_lr_schedule_matches_eq_3(step):
+    d_model, warmup = 512, 4000
+    expected = d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+    assert inverse_sqrt_learning_rate(step, d_model, warmup) == pytest.approx(expected, rel=1e-12)
+    # The scheduler hands the optimizer that rate for update number `step`.
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model)
+    scheduler = build_scheduler(optimizer, d_model, warmup)
+    for _ in range(step - 1):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_lr_peaks_at_warmup_and_scale_multiplies():
+    rates = [inverse_sqrt_learning_rate(s, 512, 4000) for s in (3999, 4000, 4001)]
+    assert rates[1] > rates[0] and rates[1] > rates[2]
+    assert rates[1] == pytest.approx(512**-0.5 * 4000**-0.5)
+    assert inverse_sqrt_learning_rate(10, 512, 4000, scale=2.0) == pytest.approx(2 * inverse_sqrt_learning_rate(10, 512, 4000))
+
+
+def test_adam_hyperparameters_section_5_3():
+    group = build_optimizer(torch.nn.Linear(2, 2)).param_groups[0]
+    assert group["betas"] == (0.9, 0.98) and group["eps"] == 1e-9
+
+
+# Section 5.4: label smoothing
+
+
+def test_label_smoothing_matches_the_smoothed_target_distribution():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7)
+    labels = torch.tensor([[1, 2, -100], [3, -100, -100]])
+    smoothed, nll, tokens = label_smoothed_cross_entropy(logits, labels, epsilon=0.1)
+    assert tokens == 3
+    expected_smoothed = expected_nll = 0.0
+    for b, t in [(0, 0), (0, 1), (1, 0)]:
+        log_p = torch.log_softmax(logits[b, t], -1)
+        target = torch.full((7,), 0.1 / 7)
+        target[labels[b, t]] += 0.9
+        expected_smoothed += -(target * log_p).sum()
+        expected_nll += -log_p[labels[b, t]]
+    torch.testing.assert_close(smoothed, expected_smoothed)
+    torch.testing.assert_close(nll, expected_nll)
+
+
+def test_no_smoothing_is_plain_cross_entropy():
+    logits, labels = torch.randn(4, 5, 11), torch.randint(0, 11, (4, 5))
+    smoothed, nll, tokens = label_smoothed_cross_entropy(logits, labels, epsilon=0.0)
+    torch.testing.assert_close(smoothed / tokens, torch.nn.functional.cross_entropy(logits.view(-1, 11), labels.view(-1)))
+    torch.testing.assert_close(smoothed, nll)
+
+
+# Checkpoints
+
+
+class FakeAccelerator:
+    """What CheckpointManager uses of Accelerate, writing a model file like save_state does."""
+
+    is_main_process = True
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, directory):
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        save_file(self.tensors, os.path.join(directory, "model.safetensors"))
+        (open(os.path.join(directory, "random_states_0.pkl"), "wb")).write(b"rng")
+
+
+def test_checkpoints_keep_the_last_k_and_skip_incomplete_ones(tmp_path):
+    messages = []
+    manager = CheckpointManager(tmp_path, keep=2, log=messages.append)
+    for step in (1, 2, 3):
+        manager.save(FakeAccelerator({"w": torch.full((2,), float(step))}), step)
+    assert [p.name for p in manager.complete()] == ["step-0000002", "step-0000003"]
+    assert manager.latest().name == "step-0000003"
+
+    # A crash mid-write: the temporary folder never got its marker, and is never picked.
+    (tmp_path / ".tmp-step-0000004").mkdir()
+    # Corrupt the newest: a file shorter than the marker says.
+    weights = tmp_path / "step-0000003" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:10])
+    assert manager.latest().name == "step-0000002"
+    assert any("step-0000003" in m and "bytes" in m for m in messages)
+    assert any(".tmp-step-0000004" in m for m in messages)
+
+    (tmp_path / "step-0000002" / COMPLETE_MARKER).unlink()
+    assert manager.latest() is None
+    assert any("no completion marker" in m for m in messages)
+
+
+def test_average_checkpoints_is_the_elementwise_mean(tmp_path):
+    manager = CheckpointManager(tmp_path, keep=None)
+    for step, value in ((1, 1.0), (2, 2.0), (3, 6.0)):
+        manager.save(FakeAccelerator({"w": torch.full((2, 2), value), "b": torch.tensor([value])}), step)
+    averaged = average_checkpoints(manager.complete())
+    torch.testing.assert_close(averaged["w"], torch.full((2, 2), 3.0))
+    torch.testing.assert_close(averaged["b"], torch.tensor([3.0]))
+    FakeAccelerator({"other": torch.zeros(1)}).save_state(tmp_path / "odd")
+    with pytest.raises(ValueError, match="different parameters"):
+        average_checkpoints([manager.complete()[0], tmp_path / "odd"])
+    with pytest.raises(FileNotFoundError, match="not a checkpoint or model folder"):
+        average_checkpoints([tmp_path / "missing"])
+
+
+# The training script, end to end on generated data
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps one process-wide state; tests that call main() in-process each need a fresh one."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    return write_toy_corpus(tmp_path_factory.mktemp("toy"), train=400, valid=40, test=40, seed=1)
+
+
+def train_args(toy_data, output_dir, *extra):
+    return ["--preset", "tiny", "--source-lang", "en", "--target-lang", "de",
+            "--train-files", str(toy_data / "train"), "--valid-files", str(toy_data / "valid"),
+            "--vocab-size", "300", "--max-tokens", "512", "--max-length", "64", "--warmup-steps", "20",
+            "--output-dir", str(output_dir), "--bleu-sentences", "8", "--num-beams", "2", "--log-every", "1",
+            "--override", "dropout=0.0", *extra]
+
+
+def run_train(args, env=None, launcher=None):
+    command = (launcher or [sys.executable]) + [str(REPO_ROOT / "scripts" / "train.py"), *args]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_train_script_writes_a_hub_ready_folder(toy_data, tmp_path, precision):
+    from modeling_vanilla.trainer import main
+
+    out = tmp_path / "run"
+    summary = main(train_args(toy_data, out, "--max-steps", "6", "--precision", precision, "--eval-every", "3",
+                              "--save-every", "3", "--average-last", "2", "--test-files", str(toy_data / "test")))
+    assert summary["step"] == 6 and summary["averaged_checkpoints"] == 2 and summary["precision"] == precision
+    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+                 "modeling_vanilla.py", "configuration_vanilla.py", "README.md", "metrics.jsonl"):
+        assert (out / name).is_file(), name
+    card = (out / "README.md").read_text()
+    assert "{{" not in card and "pipeline_tag: translation" in card and "BLEU" in card
+    assert summary["test"]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert sum("valid_ppl" in r for r in records) >= 2
+    # The folder loads like any Hub model.
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    output = model.generate(**tokenizer(["A man is riding a bicycle."], return_tensors="pt"), max_new_tokens=5)
+    assert output.shape[0] == 1
+
+
+def test_resume_after_sigkill_matches_the_straight_run(toy_data, tmp_path):
+    straight = run_train(train_args(toy_data, tmp_path / "straight", "--max-steps", "8", "--precision", "fp32",
+                                    "--eval-every", "0", "--save-every", "4"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killed = run_train(train_args(toy_data, tmp_path / "resumed", "--max-steps", "8", "--precision", "fp32",
+                                  "--eval-every", "0", "--save-every", "4"),
+                       env={"VANILLA_TEST_SIGKILL_AFTER_STEP": "4"})
+    assert killed.returncode == -9, killed.stderr[-3000:]  # died by SIGKILL, after writing checkpoint 4
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    resumed = run_train(train_args(toy_data, tmp_path / "resumed", "--max-steps", "8", "--precision", "fp32",
+                                   "--eval-every", "0", "--save-every", "4", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resumed from" in resumed.stdout + resumed.stderr and "step 4" in resumed.stdout + resumed.stderr
+
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+    # An interrupted (incomplete) newest checkpoint is detected and skipped on resume, with a message.
+    (tmp_path / "resumed" / "checkpoints" / "step-0000008" / COMPLETE_MARKER).unlink()
+    again = run_train(train_args(toy_data, tmp_path / "resumed", "--max-steps", "8", "--precision", "fp32",
+                                 "--eval-every", "0", "--save-every", "4", "--resume"))
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert "Skipping checkpoint" in log and "step-0000008" in log and "Resumed from" in log and "step 4" in log
+
+
+def test_two_processes_match_one_process_with_update_freq_2(toy_data, tmp_path):
+    pytest.importorskip("accelerate")
+    common = ["--max-steps", "4", "--precision", "fp32", "--eval-every", "0", "--max-tokens", "256"]
+    single = run_train(train_args(toy_data, tmp_path / "one", *common, "--update-freq", "2"))
+    assert single.returncode == 0, single.stderr[-3000:]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    double = run_train(train_args(toy_data, tmp_path / "two", *common, "--update-freq", "1"), launcher=launcher)
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert "2 process(es)" in double.stdout + double.stderr
+
+    def losses(out, key="loss"):
+        return [json.loads(line)[key] for line in (out / "metrics.jsonl").read_text().splitlines()
+                if "loss" in json.loads(line)]
+
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert losses(tmp_path / "one", "lr") == losses(tmp_path / "two", "lr")  # Eq. (3) counts updates, not processes
+    assert len(one) == len(two) == 4
+    for x, y in zip(one, two):
+        assert abs(x - y) <= 1e-4 * abs(x), (one, two)
+
+
+def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_path, monkeypatch):
+    import modeling_vanilla.trainer as trainer
+
+    real = trainer.label_smoothed_cross_entropy
+
+    def poisoned(logits, labels, epsilon):
+        smoothed, nll, tokens = real(logits, labels, epsilon)
+        return smoothed * float("nan"), nll, tokens
+
+    monkeypatch.setattr(trainer, "label_smoothed_cross_entropy", poisoned)
+    with pytest.raises(RuntimeError, match="not finite for 3 updates in a row.*--lr-scale"):
+        trainer.main(train_args(toy_data, tmp_path / "nan", "--max-steps", "5", "--precision", "fp32",
+                                "--eval-every", "0", "--max-bad-updates", "3"))
+
+
+# Bad input: clear errors before training starts
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--preset", "huge"], "invalid choice: 'huge'"),
+        (["--bogus-option", "1"], "unrecognized arguments: --bogus-option"),
+        (["--max-tokens", "32"], "--max-tokens 32 is smaller than the longest allowed sentence"),
+        (["--override", "d_model=30"], "d_model=30 is not divisible by num_heads"),
+        (["--override", "colour=blue"], "--override colour: not a config field"),
+        (["--max-steps", "0", "--resume"], "holds no run to continue"),
+    ],
+)
+def test_bad_arguments_fail_before_training(toy_data, tmp_path, capsys, extra, message):
+    from modeling_vanilla.trainer import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(train_args(toy_data, tmp_path / "out", "--max-steps", "1", *extra))
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_output_folder_with_a_different_run_is_refused(toy_data, tmp_path, capsys):
+    from modeling_vanilla.trainer import RUN_CONFIG, parse_args
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / RUN_CONFIG).write_text(json.dumps({"preset": "big"}))
+    with pytest.raises(SystemExit):
+        parse_args(train_args(toy_data, out, "--max-steps", "1"))
+    assert "already holds a different run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(train_args(toy_data, out, "--max-steps", "1", "--resume"))
+    assert "--preset was 'big', now 'tiny'" in capsys.readouterr().err
+    assert parse_args(train_args(toy_data, out, "--max-steps", "1", "--overwrite")).overwrite
+    shutil.rmtree(out)
