@@ -660,6 +660,10 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     the cross-entropy loss from `labels` and `generate()` (beam size 4, length penalty 0.6: section 6.1)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.encoder.embed_tokens.weight"}
+    # Trainer passes `num_items_in_batch` (the label tokens of the whole accumulated batch, over all processes) to
+    # forward, and then does not divide the loss by the accumulation steps itself: the loss is then the mean over
+    # every token of the update, whatever the accumulation steps, number of processes and lengths of the micro-batches.
+    accepts_loss_kwargs = True
 
     def __init__(self, config: VanillaTransformerConfig):
         super().__init__(config)
@@ -703,10 +707,16 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+        output_logits: bool = True,
     ) -> Seq2SeqLMOutput | tuple:
         """As `VanillaTransformerModel.forward`, plus `labels` (B, T): target ids, -100 where ignored. With
         labels and no decoder inputs, the decoder inputs are the labels shifted right. Returns logits (B, T, V)
-        and, with labels, the mean cross-entropy over non-ignored positions."""
+        and, with labels, the mean cross-entropy over non-ignored positions; with `num_items_in_batch` (passed by
+        Trainer), their summed cross-entropy divided by it instead. `label_smoothing` (section 5.4: 0.1 in training)
+        smooths the target uniformly over the vocabulary. `output_logits=False` skips the (B, T, V) logits and
+        projects only the non-ignored target positions, which is all the loss needs (faster training)."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
         if labels is not None:
             use_cache = False  # teacher forcing sees the whole target at once
@@ -728,13 +738,20 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V), the softmax's input
+        hidden_states = outputs.last_hidden_state  # (B, T, d_model)
+        logits = self.lm_head(hidden_states) if output_logits else None  # (B, T, V), the softmax's input
 
         loss = None
         if labels is not None:
+            labels = labels.to(hidden_states.device)
+            keep = labels != -100  # (B, T)
+            # Only real target positions enter the loss; padding need not go through the V-way projection.
+            kept_logits = logits[keep] if output_logits else self.lm_head(hidden_states[keep])  # (N, V)
             loss = nn.functional.cross_entropy(
-                logits.float().view(-1, logits.shape[-1]), labels.view(-1).to(logits.device), ignore_index=-100
+                kept_logits.float(), labels[keep], reduction="sum", label_smoothing=label_smoothing
             )
+            # The mean over this batch's targets, or Trainer's share of the mean over the whole accumulated batch.
+            loss = loss / (keep.sum() if num_items_in_batch is None else num_items_in_batch)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

@@ -40,7 +40,6 @@ from .training import (
     average_checkpoints,
     build_optimizer,
     build_scheduler,
-    label_smoothed_cross_entropy,
     load_averaged_weights,
 )
 
@@ -272,23 +271,19 @@ def collate(dataset, indices: list[int], collator) -> dict[str, torch.Tensor]:
     return collator([dataset[i] for i in indices])
 
 
-def micro_batch_loss(model, batch: dict, epsilon: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward one batch; returns the label-smoothed loss sum, the NLL sum and the number of target tokens."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   labels=None, decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits
-    return label_smoothed_cross_entropy(logits, batch["labels"], epsilon)
+def micro_batch_loss(model, batch: dict, epsilon: float, normalizer: float) -> torch.Tensor:
+    """Forward one batch: its label-smoothed cross-entropy (section 5.4) summed over the target tokens, divided
+    by `normalizer`. Only the target positions are projected onto the vocabulary (`output_logits=False`)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                 label_smoothing=epsilon, num_items_in_batch=normalizer, output_logits=False, use_cache=False).loss
 
 
-def with_decoder_inputs(batch: dict, config, device) -> dict:
-    from .modeling_vanilla import shift_tokens_right
-
-    batch = {k: v.to(device) for k, v in batch.items()}
-    batch["decoder_input_ids"] = shift_tokens_right(batch["labels"], config.pad_token_id, config.decoder_start_token_id)
-    return batch
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 @torch.no_grad()
-def validation_loss(model, dataset, args, accelerator, collator, config) -> dict:
+def validation_loss(model, dataset, args, accelerator, collator) -> dict:
     """Mean per-token NLL and perplexity on the validation set, computed on all processes and summed."""
     from .data import TokenBatchSampler
 
@@ -297,9 +292,10 @@ def validation_loss(model, dataset, args, accelerator, collator, config) -> dict
                                              num_replicas=accelerator.num_processes, rank=accelerator.process_index)
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     for indices in sampler:
-        batch = with_decoder_inputs(collate(dataset, indices, collator), config, accelerator.device)
+        batch = to_device(collate(dataset, indices, collator), accelerator.device)
         with accelerator.autocast():
-            _, nll, tokens = micro_batch_loss(model, batch, 0.0)
+            nll = micro_batch_loss(model, batch, 0.0, normalizer=1.0)  # summed NLL
+        tokens = (batch["labels"] != -100).sum()
         totals += torch.stack([nll.double(), tokens.double()])
     totals = accelerator.reduce(totals, "sum")
     model.train()
@@ -416,6 +412,8 @@ def main(argv=None) -> dict:
     config = build_config(args, tokenizer)
     model = VanillaTransformerForConditionalGeneration(config)
     model.generation_config.num_beams, model.generation_config.length_penalty = args.num_beams, args.length_penalty
+    if accelerator.is_main_process:  # the config beside the tokenizer lets scripts/average_checkpoints.py work mid-run
+        config.save_pretrained(out)
     optimizer = build_optimizer(model)
     scheduler = build_scheduler(optimizer, config.d_model, args.warmup_steps, args.lr_scale)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -459,23 +457,20 @@ def main(argv=None) -> dict:
         batches = list(sampler)
         while state.batch_in_epoch < len(batches) and not should_stop():
             group = batches[state.batch_in_epoch : state.batch_in_epoch + args.update_freq]
-            micro = [with_decoder_inputs(collate(train_set, ix, collator), config, accelerator.device) for ix in group]
+            micro = [to_device(collate(train_set, ix, collator), accelerator.device) for ix in group]
             local_tokens = sum(int((b["labels"] != -100).sum()) for b in micro)
             global_tokens = int(accelerator.reduce(torch.tensor(local_tokens, device=accelerator.device), "sum"))
-            loss_sum = nll_sum = 0.0
+            loss_sum = torch.zeros((), device=accelerator.device)
             for i, batch in enumerate(micro):
-                # DDP averages gradients over processes; scaling by `world` makes the update the gradient of
-                # the loss summed over the whole step's tokens divided by their count, whatever the split.
+                # Each batch's summed loss is divided by the update's target tokens over all processes, times the
+                # number of processes because DDP averages their gradients: the update is the gradient of the
+                # mean loss over all of its tokens, however they are split into batches and processes.
                 sync = accelerator.no_sync(model) if i < len(micro) - 1 else _nullcontext()
                 with sync, accelerator.autocast():
-                    smoothed, nll, _ = micro_batch_loss(model, batch, args.label_smoothing)
-                    loss = smoothed * world / global_tokens
+                    loss = micro_batch_loss(model, batch, args.label_smoothing, normalizer=global_tokens / world)
                 accelerator.backward(loss)
-                loss_sum += smoothed.detach()
-                nll_sum += nll
-            totals = accelerator.reduce(torch.stack([torch.as_tensor(loss_sum, dtype=torch.float32),
-                                                     torch.as_tensor(nll_sum, dtype=torch.float32)]).to(accelerator.device), "sum")
-            step_loss, step_nll = (totals / global_tokens).tolist()
+                loss_sum += loss.detach().float()
+            step_loss = accelerator.reduce(loss_sum, "sum").item() / world
             state.batch_in_epoch += len(group)
 
             if not math.isfinite(step_loss):  # NaN/inf guard: skip this update
@@ -503,8 +498,7 @@ def main(argv=None) -> dict:
             progress.update(1)
             if state.step % args.log_every == 0 or state.step == 1:
                 now = time.time()
-                record = {"step": state.step, "epoch": state.epoch, "loss": round(step_loss, 4),
-                          "nll": round(step_nll, 4), "lr": lr,
+                record = {"step": state.step, "epoch": state.epoch, "loss": round(step_loss, 4), "lr": lr,
                           "target_tokens_per_s": round(window_tokens / max(now - window_start, 1e-9), 1),
                           "minutes": round(elapsed_minutes(), 2)}
                 progress.set_postfix(loss=f"{step_loss:.3f}", lr=f"{record['lr']:.2e}",
@@ -514,7 +508,7 @@ def main(argv=None) -> dict:
 
             if args.eval_every and state.step % args.eval_every == 0 and "validation" in data:
                 result = {"step": state.step, **validation_loss(model, data["validation"], args, accelerator,
-                                                                collator, config)}
+                                                                collator)}
                 if args.bleu_every and state.step % args.bleu_every == 0:
                     result.update(bleu_on(model, tokenizer, raw["validation"], args, accelerator, args.bleu_sentences))
                     result.pop("examples")
@@ -553,7 +547,7 @@ def main(argv=None) -> dict:
                "parameters": unwrapped.num_parameters(), "precision": args.precision,
                "processes": accelerator.num_processes}
     if "validation" in data:
-        summary.update(validation_loss(model, data["validation"], args, accelerator, collator, config))
+        summary.update(validation_loss(model, data["validation"], args, accelerator, collator))
         summary["validation"] = bleu_on(model, tokenizer, raw["validation"], args, accelerator, args.bleu_sentences)
     if "test" in raw:
         summary["test"] = bleu_on(model, tokenizer, raw["test"], args, accelerator)

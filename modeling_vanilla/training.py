@@ -2,7 +2,8 @@
 
 - Section 5.3: Adam with beta_1 = 0.9, beta_2 = 0.98, epsilon = 1e-9, and the learning rate of Eq. (3),
   lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), with warmup_steps = 4000.
-- Section 5.4: label smoothing with epsilon_ls = 0.1 (residual dropout lives in the model).
+- Section 5.4: label smoothing with epsilon_ls = 0.1 and residual dropout live in the model
+  (`forward(labels=..., label_smoothing=0.1)` and `config.dropout`).
 - Section 6.1: averaging the last checkpoints.
 - Checkpoints that a crash cannot leave half-written (`CheckpointManager`).
 
@@ -50,25 +51,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, d_model: int, warmup_steps
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda done: inverse_sqrt_learning_rate(done + 1, d_model, warmup_steps, scale)
     )
-
-
-def label_smoothed_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, epsilon: float = 0.1, ignore_index: int = -100
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Section 5.4: cross-entropy against a target that puts 1 - epsilon on the reference token and spreads
-    epsilon uniformly over the whole vocabulary (Szegedy et al., 2016). Positions labelled `ignore_index`
-    (padding) are left out.
-
-    logits (B, T, V), labels (B, T). Returns the summed smoothed loss, the summed plain negative log-likelihood
-    (for perplexity), and the number of target tokens, so that callers can normalize over a whole update.
-    """
-    keep = labels != ignore_index  # (B, T)
-    log_probs = torch.log_softmax(logits[keep].float(), dim=-1)  # (N, V), only the real target positions
-    target = labels[keep]  # (N,)
-    nll = -log_probs.gather(-1, target[:, None]).squeeze(-1)  # (N,)
-    uniform = -log_probs.mean(dim=-1)  # (N,): cross-entropy against the uniform distribution
-    smoothed = (1.0 - epsilon) * nll + epsilon * uniform
-    return smoothed.sum(), nll.sum().detach(), keep.sum()
 
 
 # Checkpoints

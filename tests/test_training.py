@@ -20,7 +20,6 @@ from modeling_vanilla.training import (
     build_optimizer,
     build_scheduler,
     inverse_sqrt_learning_rate,
-    label_smoothed_cross_entropy,
 )
 
 # Section 5.3: Eq. (3)
@@ -57,27 +56,28 @@ def test_adam_hyperparameters_section_5_3():
 
 
 def test_label_smoothing_matches_the_smoothed_target_distribution():
+    from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+
     torch.manual_seed(0)
-    logits = torch.randn(2, 3, 7)
-    labels = torch.tensor([[1, 2, -100], [3, -100, -100]])
-    smoothed, nll, tokens = label_smoothed_cross_entropy(logits, labels, epsilon=0.1)
-    assert tokens == 3
-    expected_smoothed = expected_nll = 0.0
-    for b, t in [(0, 0), (0, 1), (1, 0)]:
-        log_p = torch.log_softmax(logits[b, t], -1)
-        target = torch.full((7,), 0.1 / 7)
-        target[labels[b, t]] += 0.9
-        expected_smoothed += -(target * log_p).sum()
-        expected_nll += -log_p[labels[b, t]]
-    torch.testing.assert_close(smoothed, expected_smoothed)
-    torch.testing.assert_close(nll, expected_nll)
-
-
-def test_no_smoothing_is_plain_cross_entropy():
-    logits, labels = torch.randn(4, 5, 11), torch.randint(0, 11, (4, 5))
-    smoothed, nll, tokens = label_smoothed_cross_entropy(logits, labels, epsilon=0.0)
-    torch.testing.assert_close(smoothed / tokens, torch.nn.functional.cross_entropy(logits.view(-1, 11), labels.view(-1)))
-    torch.testing.assert_close(smoothed, nll)
+    model = VanillaTransformerForConditionalGeneration(VanillaTransformerConfig.tiny(vocab_size=7, dropout=0.0)).eval()
+    input_ids = torch.tensor([[4, 5, 6, 2], [5, 4, 2, 0]])
+    labels = torch.tensor([[4, 5, 2], [6, 2, -100]])
+    out = model(input_ids=input_ids, attention_mask=(input_ids != 0).long(), labels=labels, label_smoothing=0.1)
+    expected = []
+    for b, t in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]:
+        log_p = torch.log_softmax(out.logits[b, t], -1)
+        target = torch.full((7,), 0.1 / 7)  # epsilon spread uniformly over the vocabulary ...
+        target[labels[b, t]] += 0.9  # ... and 1 - epsilon on the reference token
+        expected.append(-(target * log_p).sum())
+    torch.testing.assert_close(out.loss, torch.stack(expected).mean())
+    # Projecting only the target positions gives the same loss, without the (B, T, V) logits.
+    lean = model(input_ids=input_ids, attention_mask=(input_ids != 0).long(), labels=labels, label_smoothing=0.1,
+                 output_logits=False)
+    assert lean.logits is None
+    torch.testing.assert_close(lean.loss, out.loss)
+    plain = model(input_ids=input_ids, attention_mask=(input_ids != 0).long(), labels=labels)
+    keep = labels != -100
+    torch.testing.assert_close(plain.loss, torch.nn.functional.cross_entropy(out.logits[keep], labels[keep]))
 
 
 # Checkpoints
@@ -246,19 +246,25 @@ def test_two_processes_match_one_process_with_update_freq_2(toy_data, tmp_path):
         assert abs(x - y) <= 1e-4 * abs(x), (one, two)
 
 
-def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_path, monkeypatch):
+def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_path, monkeypatch, capsys):
     import modeling_vanilla.trainer as trainer
 
-    real = trainer.label_smoothed_cross_entropy
+    real = trainer.micro_batch_loss
+    calls = []
 
-    def poisoned(logits, labels, epsilon):
-        smoothed, nll, tokens = real(logits, labels, epsilon)
-        return smoothed * float("nan"), nll, tokens
+    def poisoned(model, batch, epsilon, normalizer):
+        calls.append(1)
+        loss = real(model, batch, epsilon, normalizer)
+        return loss * float("nan") if len(calls) > 2 else loss  # two good updates, then only NaN
 
-    monkeypatch.setattr(trainer, "label_smoothed_cross_entropy", poisoned)
-    with pytest.raises(RuntimeError, match="not finite for 3 updates in a row.*--lr-scale"):
-        trainer.main(train_args(toy_data, tmp_path / "nan", "--max-steps", "5", "--precision", "fp32",
-                                "--eval-every", "0", "--max-bad-updates", "3"))
+    monkeypatch.setattr(trainer, "micro_batch_loss", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(RuntimeError, match="not finite for 3 updates in a row \\(step 3\\).*--lr-scale"):
+        trainer.main(train_args(toy_data, out, "--max-steps", "8", "--precision", "fp32", "--eval-every", "0",
+                                "--max-bad-updates", "3"))
+    assert "Step 3: loss is nan; update skipped (2 in a row)" in capsys.readouterr().out
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]  # the skipped updates changed nothing
 
 
 # Bad input: clear errors before training starts
@@ -298,3 +304,27 @@ def test_output_folder_with_a_different_run_is_refused(toy_data, tmp_path, capsy
     assert "--preset was 'big', now 'tiny'" in capsys.readouterr().err
     assert parse_args(train_args(toy_data, out, "--max-steps", "1", "--overwrite")).overwrite
     shutil.rmtree(out)
+
+
+def test_average_checkpoints_script_writes_a_loadable_model(toy_data, tmp_path):
+    from modeling_vanilla.trainer import main
+
+    out = tmp_path / "run"
+    main(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--eval-every", "0", "--save-every", "2"))
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        import average_checkpoints as script
+    finally:
+        sys.path.pop(0)
+    averaged_dir = script.main([str(out), "--last", "2", "--output", str(tmp_path / "avg")])
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(averaged_dir)
+    expected = average_checkpoints([out / "checkpoints" / "step-0000002", out / "checkpoints" / "step-0000004"])
+    weights = dict(model.named_parameters())
+    for name, tensor in expected.items():
+        if name in weights:
+            torch.testing.assert_close(weights[name].detach(), tensor)
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    with pytest.raises(SystemExit):
+        script.main([str(out), "--last", "9", "--output", str(tmp_path / "avg9")])
