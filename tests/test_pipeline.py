@@ -53,25 +53,26 @@ def training_pairs(count: int = 128) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory) -> Path:
-    """A folder written by save_pretrained: a tiny model trained 200 steps on 128 pairs, and its tokenizer."""
+    """The output folder of scripts/train.py (its `main`): a tiny model trained 200 updates on 128 pairs."""
+    from accelerate.state import AcceleratorState
+
+    from modeling_vanilla.trainer import main as train
+
+    data = tmp_path_factory.mktemp("pairs")
     pairs = training_pairs()
-    tokenizer = train_bpe_tokenizer([text for pair in pairs for text in pair], vocab_size=600, model_max_length=128)
-    torch.manual_seed(0)
-    config = VanillaTransformerConfig.tiny(vocab_size=len(tokenizer), d_model=64, d_ff=128, dropout=0.0)
-    model = VanillaTransformerForConditionalGeneration(config)
-    encoded = tokenizer([source for source, _ in pairs], text_target=[target for _, target in pairs])
-    features = [{"input_ids": ids, "labels": labels} for ids, labels in zip(encoded["input_ids"], encoded["labels"])]
-    collate, rng = TranslationCollator(), random.Random(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(200):
-        loss = model(**collate(rng.sample(features, min(16, len(features))))).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    assert loss.item() < 1.5, f"the tiny model did not learn (loss {loss.item():.2f})"
-    folder = tmp_path_factory.mktemp("trained")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    for index, language in enumerate(("en", "de")):
+        (data / f"train.{language}").write_text("".join(pair[index] + "\n" for pair in pairs), encoding="utf-8")
+    folder = tmp_path_factory.mktemp("trained") / "run"
+    summary = train(["--preset", "tiny", "--source-lang", "en", "--target-lang", "de", "--train-files",
+                     str(data / "train"), "--vocab-size", "600", "--max-tokens", "512", "--max-length", "128",
+                     "--warmup-steps", "40", "--lr-scale", "0.3", "--label-smoothing", "0", "--max-steps", "200",
+                     "--precision", "fp32", "--eval-every", "0", "--override", "d_model=64", "d_ff=128",
+                     "dropout=0.0", "max_position_embeddings=128", "--output-dir", str(folder)])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert summary["step"] == 200
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    last_loss = [r["loss"] for r in records if "loss" in r][-1]
+    assert last_loss < 1.5, f"the tiny model did not learn (loss {last_loss:.2f})"
     return folder
 
 
@@ -209,7 +210,7 @@ def test_a_5000_word_input_is_truncated_with_a_warning(translator, generate_call
     assert f"Input of {length} tokens is longer than the tokenizer's model_max_length (128)" in caplog.text
     assert "truncation=False" in caplog.text
 
-    # truncation=False: the whole input, past model_max_length and the position table (64), reaches the model.
+    # truncation=False: the whole input, past model_max_length (128, the position table), reaches the model.
     caplog.clear()
     text = " ".join(["dog"] * 300)
     translator(text, truncation=False, max_new_tokens=3)

@@ -175,13 +175,23 @@ def test_train_script_writes_a_hub_ready_folder(toy_data, tmp_path, precision):
 
     out = tmp_path / "run"
     summary = main(train_args(toy_data, out, "--max-steps", "6", "--precision", precision, "--eval-every", "3",
-                              "--save-every", "3", "--average-last", "2", "--test-files", str(toy_data / "test")))
+                              "--save-every", "3", "--average-last", "2", "--test-files", str(toy_data / "test"),
+                              "--card-dataset", "bentrevett/multi30k"))
     assert summary["step"] == 6 and summary["averaged_checkpoints"] == 2 and summary["precision"] == precision
     for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
                  "modeling_vanilla.py", "configuration_vanilla.py", "README.md", "metrics.jsonl"):
         assert (out / name).is_file(), name
     card = (out / "README.md").read_text()
     assert "{{" not in card and "pipeline_tag: translation" in card and "BLEU" in card
+    # The card's metadata is what the Hub (and scripts/push_to_hub.py) accepts.
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        import push_to_hub
+    finally:
+        sys.path.pop(0)
+    metadata = push_to_hub.card_metadata(card)
+    assert push_to_hub.metadata_problems(metadata) == []
+    assert metadata["datasets"] == ["bentrevett/multi30k"] and metadata["language"] == ["en", "de"]
     assert summary["test"]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
