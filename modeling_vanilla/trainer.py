@@ -66,18 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--override", nargs="*", default=[], metavar="FIELD=VALUE",
                        help="config fields over the preset, e.g. dropout=0.3 num_encoder_layers=3")
 
-    data = parser.add_argument_group("data")
-    data.add_argument("--source-lang", required=True)
-    data.add_argument("--target-lang", required=True)
-    data.add_argument("--dataset", help="Hub dataset id, e.g. wmt/wmt14 (the real download path)")
-    data.add_argument("--dataset-config", help="Hub dataset config, e.g. de-en")
-    data.add_argument("--train-files", nargs="+", help="path prefixes of aligned text files: PREFIX.{src,tgt}")
-    data.add_argument("--valid-files", nargs="+", help="path prefixes for validation")
-    data.add_argument("--test-files", nargs="+", help="path prefixes for the test set (scored at the end)")
-    data.add_argument("--train-jsonl", nargs="+", help="JSON lines files in the Hub schema")
-    data.add_argument("--valid-jsonl", nargs="+")
-    data.add_argument("--test-jsonl", nargs="+")
-    data.add_argument("--max-length", type=int, default=256, help="drop pairs with a side longer than this")
+    data = add_data_arguments(parser)
     data.add_argument("--num-proc", type=int, default=None, help="processes for tokenization")
 
     tok = parser.add_argument_group("tokenizer")
@@ -127,6 +116,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     check_args(parser, args)
     return args
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The data options shared by train.py and finetune.py (read by `load_data`)."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--source-lang", required=True)
+    data.add_argument("--target-lang", required=True)
+    data.add_argument("--dataset", help="Hub dataset id, e.g. wmt/wmt14 (the real download path)")
+    data.add_argument("--dataset-config", help="Hub dataset config, e.g. de-en")
+    data.add_argument("--train-files", nargs="+", help="path prefixes of aligned text files: PREFIX.{src,tgt}")
+    data.add_argument("--valid-files", nargs="+", help="path prefixes for validation")
+    data.add_argument("--test-files", nargs="+", help="path prefixes for the test set (scored at the end)")
+    data.add_argument("--train-jsonl", nargs="+", help="JSON lines files in the Hub schema")
+    data.add_argument("--valid-jsonl", nargs="+")
+    data.add_argument("--test-jsonl", nargs="+")
+    data.add_argument("--max-length", type=int, default=256, help="drop pairs with a side longer than this")
+    return data
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

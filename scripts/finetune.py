@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modeling_vanilla.data import preprocess_translation  # noqa: E402  (also registers the model)
-from modeling_vanilla.trainer import load_data, score  # noqa: E402
+from modeling_vanilla.trainer import add_data_arguments, load_data, score  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -57,18 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("model", help="trained model folder (save_pretrained, with its tokenizer) or Hub repo id")
     parser.add_argument("--output-dir", required=True, type=Path)
 
-    data = parser.add_argument_group("data (as scripts/train.py)")
-    data.add_argument("--source-lang", required=True)
-    data.add_argument("--target-lang", required=True)
-    data.add_argument("--dataset", help="Hub dataset id, e.g. wmt/wmt14")
-    data.add_argument("--dataset-config", help="Hub dataset config, e.g. de-en")
-    data.add_argument("--train-files", nargs="+", help="path prefixes of aligned text files: PREFIX.{src,tgt}")
-    data.add_argument("--valid-files", nargs="+", help="path prefixes for validation")
-    data.add_argument("--test-files", nargs="+", help="path prefixes for the test set (scored at the end)")
-    data.add_argument("--train-jsonl", nargs="+", help="JSON lines files in the Hub schema")
-    data.add_argument("--valid-jsonl", nargs="+")
-    data.add_argument("--test-jsonl", nargs="+")
-    data.add_argument("--max-length", type=int, default=256, help="drop pairs with a side longer than this")
+    data = add_data_arguments(parser)  # the same data options as scripts/train.py
     data.add_argument("--max-train-samples", type=int, help="use only the first N training pairs")
     data.add_argument("--max-eval-samples", type=int, help="score only the first N validation and test pairs")
     data.add_argument("--num-proc", type=int, help="processes for tokenization")

@@ -6,6 +6,12 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Real corpora (Multi30k, WMT news test sets) live beside the repository; tests that need them skip without them.
+SHARED_DATA = Path(os.environ.get("VANILLA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+MULTI30K = SHARED_DATA / "multi30k"
+needs_multi30k = pytest.mark.skipif(
+    not (MULTI30K / "train.en").is_file(), reason=f"real data not found at {MULTI30K} (set VANILLA_SHARED_DATA)"
+)
 # Nothing in the test suite may reach the Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -22,6 +28,16 @@ def run_python(code: str, cwd: Path, env: dict | None = None, timeout: int = 300
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run several times faster on one thread than on two threads competing for 2 cores.
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MULTI30K, SHARED_DATA, needs_multi30k
 import torch
 from datasets import DatasetDict, IterableDatasetDict
 from torch.utils.data import DataLoader
@@ -31,12 +32,7 @@ from modeling_vanilla.data import (
 from modeling_vanilla.tokenization import train_bpe_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("VANILLA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-MULTI30K = SHARED_DATA / "multi30k"
 WMT_DE_EN = SHARED_DATA / "wmt-newstest" / "de-en"
-needs_multi30k = pytest.mark.skipif(
-    not (MULTI30K / "train.en").is_file(), reason=f"real data not found at {MULTI30K} (set VANILLA_SHARED_DATA)"
-)
 needs_wmt = pytest.mark.skipif(
     not (WMT_DE_EN / "newstest2014.de").is_file(),
     reason=f"real data not found at {WMT_DE_EN} (set VANILLA_SHARED_DATA)",

@@ -25,13 +25,7 @@ from modeling_vanilla.toy_corpus import write_toy_corpus
 LANGUAGES = ["--source-lang", "en", "--target-lang", "de"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run several times faster on one thread than on two threads competing for 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def finetune(argv: list[str]) -> dict:

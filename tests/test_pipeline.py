@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import REPO_ROOT, run_python
+from conftest import MULTI30K, REPO_ROOT, SHARED_DATA, needs_multi30k, run_python
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 from transformers.pipelines.pt_utils import KeyDataset
 
@@ -26,21 +26,10 @@ from modeling_vanilla.data import TranslationCollator
 from modeling_vanilla.tokenization import train_bpe_tokenizer
 from modeling_vanilla.toy_corpus import toy_pair
 
-SHARED_DATA = Path(os.environ.get("VANILLA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-MULTI30K = SHARED_DATA / "multi30k"
-needs_multi30k = pytest.mark.skipif(
-    not (MULTI30K / "train.en").is_file(), reason=f"real data not found at {MULTI30K} (set VANILLA_SHARED_DATA)"
-)
 SENTENCES = ["A dog runs.", "Two men play football in the park.", "A woman in a red dress sits on a bench."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run several times faster on one thread than on two threads competing for 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def training_pairs(count: int = 128) -> list[tuple[str, str]]:

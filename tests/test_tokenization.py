@@ -12,17 +12,14 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from conftest import MULTI30K, SHARED_DATA, needs_multi30k
+
 from modeling_vanilla.tokenization import (
     SPECIAL_TOKENS,
     round_trip_failures,
     train_bpe_tokenizer,
 )
 
-SHARED_DATA = Path(os.environ.get("VANILLA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-MULTI30K = SHARED_DATA / "multi30k"
-needs_multi30k = pytest.mark.skipif(
-    not (MULTI30K / "train.en").is_file(), reason=f"real data not found at {MULTI30K} (set VANILLA_SHARED_DATA)"
-)
 
 CORPUS = [
     "Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.",
