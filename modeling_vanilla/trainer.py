@@ -602,10 +602,9 @@ def _test_hook_kill(step: int) -> None:
 
 def model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -> str:
     """Fill the repository's model_card.md template with this run's facts."""
-    template_path = Path(__file__).resolve().parents[1] / "model_card.md"
+    template_path = Path(__file__).with_name("model_card.md")  # model_card.md at the repository root
     if not template_path.is_file():
-        raise FileNotFoundError(f"The model card template {template_path} is missing: install from a source "
-                                "checkout (pip install -e .).")
+        raise FileNotFoundError(f"The model card template {template_path} is missing: reinstall the package.")
     name = args.model_name or Path(args.output_dir).resolve().name
     hub_dataset = args.dataset or args.card_dataset
     data = args.dataset or " + ".join(args.train_files or args.train_jsonl)
