@@ -11,10 +11,29 @@ the machine is shared and noisy, absolute numbers are not.
 import argparse
 import json
 import multiprocessing
-import resource
 import statistics
-import threading
 import time
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> int:
+    """Reset the process's peak resident memory (Linux) and return the current one, in KiB. (ru_maxrss cannot be
+    used: a process started by fork + exec inherits its parent's peak.)"""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS")
+
+
+def peak_rss() -> int:
+    """Peak resident memory since `reset_peak_rss`, in KiB."""
+    return _status_kib("VmHWM")
 
 
 def _measure_training_step(preset: str, batch_size: int, length: int, checkpointing: bool, queue) -> None:
@@ -37,9 +56,9 @@ def _measure_training_step(preset: str, batch_size: int, length: int, checkpoint
         return time.perf_counter() - start
 
     step(1)  # allocates the gradients, so that the baseline holds weights + gradients
-    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline_kib = reset_peak_rss()
     seconds = step(batch_size)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = peak_rss()
     queue.put({"activation_mib": (peak_kib - baseline_kib) / 1024, "peak_mib": peak_kib / 1024, "seconds": seconds})
 
 
@@ -51,6 +70,28 @@ def run_isolated(target, *args) -> dict:
     result = queue.get()
     process.join()
     return result
+
+
+def _measure_peer_training_memory(shape: str, ours: bool, precision: str, queue) -> None:
+    """In a fresh process: peak resident memory that one training step adds (weights and gradients excluded)."""
+    import torch
+
+    from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+
+    preset, vocab, batch_size, length = SHAPES[shape]
+    config = getattr(VanillaTransformerConfig, preset)(vocab_size=vocab)
+    model = VanillaTransformerForConditionalGeneration(config) if ours else marian_like(config)
+
+    def batch(size):
+        ids = torch.randint(4, vocab, (size, length))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(4, vocab, (size, length))}
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    train_step_fn(model, batch(2), ours, precision, optimizer)()  # gradients and Adam's state exist from here on
+    step = train_step_fn(model, batch(batch_size), ours, precision, optimizer)
+    baseline_kib = reset_peak_rss()
+    step()
+    queue.put((peak_rss() - baseline_kib) / 1024)
 
 
 def checkpointing(args: argparse.Namespace) -> dict:
@@ -126,30 +167,6 @@ def matmul_peak(dtype, size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
-class PeakRSS:
-    """Peak resident memory above the level at entry, sampled every millisecond in a thread."""
-
-    def __enter__(self):
-        import psutil
-
-        self.process = psutil.Process()
-        self.baseline = self.peak = self.process.memory_info().rss
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def _sample(self):
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.mib = (self.peak - self.baseline) / 2**20
-
-
 def time_it(fn, warmup: int, repeats: int) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -161,10 +178,10 @@ def time_it(fn, warmup: int, repeats: int) -> list[float]:
     return times
 
 
-def train_step_fn(model, batch, ours: bool, precision: str):
+def train_step_fn(model, batch, ours: bool, precision: str, optimizer=None):
     import torch
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-5)
     model.train()
 
     def step():
@@ -217,12 +234,13 @@ def speed(args: argparse.Namespace) -> dict:
         for name, model, is_ours in (("ours", ours, True), ("marian", peer, False)):
             for precision in ("fp32", "bf16"):
                 step = train_step_fn(model, batch, is_ours, precision)
-                with PeakRSS() as memory:
-                    times = time_it(step, args.warmup, args.repeats)
+                times = time_it(step, args.warmup, args.repeats)
                 seconds = statistics.median(times)
                 rows[f"train {name} {precision}"] = {
                     "target_tokens_per_s": batch_size * length / seconds, "seconds": seconds,
-                    "peak_mib": memory.mib, "mfu_bf16": flops / seconds / peaks["bf16"],
+                    # memory in a fresh process each: in this one, the allocator keeps what earlier runs freed
+                    "peak_mib": run_isolated(_measure_peer_training_memory, shape, is_ours, precision),
+                    "mfu_bf16": flops / seconds / peaks["bf16"],
                     "mfu_fp32": flops / seconds / peaks["fp32"],
                 }
                 print(f"{shape} train {name} {precision}: {batch_size * length / seconds:.0f} target tokens/s")
