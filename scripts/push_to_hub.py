@@ -154,6 +154,8 @@ def fill_model_card(args: argparse.Namespace, config) -> str:
         "language": yaml.safe_dump(args.language, default_flow_style=True).strip(),
         "datasets": yaml.safe_dump(args.dataset, default_flow_style=True).strip(),
         "bleu": "null" if args.bleu is None else str(args.bleu),
+        "dataset_type": args.dataset[0] if args.dataset else "local",
+        "dataset_name": args.dataset[0] if args.dataset else "local files",
         "summary": args.summary,
         "architecture": f"N={config.num_encoder_layers}+{config.num_decoder_layers}, d_model={config.d_model}, "
         f"d_ff={config.d_ff}, h={config.num_heads}, P_drop={config.dropout}, {config.positional_encoding} "
@@ -170,12 +172,7 @@ def fill_model_card(args: argparse.Namespace, config) -> str:
         start = text.index("{{")
         field = text[start : text.index("}}", start) + 2]
         raise ModelCardError(f"{TEMPLATE} has a field this script does not fill: {field}")
-    # model_card.md's model-index result names no dataset, which the Hub requires: add the training data's.
     metadata = card_metadata(text)
-    for entry in metadata.get("model-index") or []:
-        for result in (entry or {}).get("results") or []:
-            if not result.get("dataset") and args.dataset:
-                result["dataset"] = {"type": args.dataset[0], "name": args.dataset[0]}
     body = text[text.index("\n---", 3) + len("\n---") :]
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---" + body
 

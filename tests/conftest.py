@@ -16,6 +16,19 @@ needs_multi30k = pytest.mark.skipif(
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# Prefix for code run in a fresh process as a user without this package (a Hub user): the package is installed
+# here, so its import is blocked, and checked to be.
+WITHOUT_PACKAGE = """
+import sys
+sys.modules["modeling_vanilla"] = None
+try:
+    import modeling_vanilla
+    raise SystemExit("modeling_vanilla is still importable")
+except ImportError:
+    pass
+"""
+
+
 def run_python(code: str, cwd: Path, env: dict | None = None, timeout: int = 300):
     """Run `code` in a fresh Python process; returns the completed process (stdout, stderr, returncode)."""
     import subprocess

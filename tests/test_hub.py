@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT, WITHOUT_PACKAGE, run_python
 from huggingface_hub import HfApi
 from transformers import pipeline
 
@@ -179,14 +179,8 @@ def test_the_hub_repo_loads_by_repo_id_offline_in_a_fresh_process_without_the_pa
 
     translator = pipeline("translation", model=str(dry_run_dir))  # door 2, same weights
     expected = [output["translation_text"] for output in translator(SENTENCES, max_new_tokens=8)]
-    code = f"""
-import json, sys
-sys.modules["modeling_vanilla"] = None  # a Hub user without the package
-try:
-    import modeling_vanilla
-    raise SystemExit("modeling_vanilla is still importable")
-except ImportError:
-    pass
+    code = WITHOUT_PACKAGE + f"""
+import json
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
 repo, sentences = {REPO_ID!r}, {SENTENCES!r}

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import REPO_ROOT, random_batch, run_python
+from conftest import REPO_ROOT, WITHOUT_PACKAGE, random_batch, run_python
 
 from modeling_vanilla import (
     VanillaTransformerConfig,
@@ -345,14 +345,7 @@ def test_remote_code_round_trip_in_a_fresh_process_without_the_package(tiny_mode
     model_dir = tmp_path / "model"
     tiny_model.save_pretrained(model_dir)
     torch.save({"input_ids": input_ids, "attention_mask": attention_mask}, tmp_path / "inputs.pt")
-    code = f"""
-import sys
-sys.modules["modeling_vanilla"] = None  # the package is installed; make it unimportable for this process
-try:
-    import modeling_vanilla
-    raise SystemExit("modeling_vanilla is still importable")
-except ImportError:
-    pass
+    code = WITHOUT_PACKAGE + f"""
 import torch
 from transformers import AutoModelForSeq2SeqLM
 model = AutoModelForSeq2SeqLM.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()

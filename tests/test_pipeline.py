@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import MULTI30K, REPO_ROOT, SHARED_DATA, needs_multi30k, run_python
+from conftest import MULTI30K, REPO_ROOT, SHARED_DATA, WITHOUT_PACKAGE, needs_multi30k, run_python
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 from transformers.pipelines.pt_utils import KeyDataset
 
@@ -260,14 +260,8 @@ def test_registration_changes_only_the_translation_task():
 
 def test_saved_folder_translates_in_a_fresh_process_without_the_package(trained_dir, translator, tmp_path):
     expected = translator(SENTENCES, max_new_tokens=8)
-    code = f"""
-import json, sys
-sys.modules["modeling_vanilla"] = None  # the package is installed; make it unimportable for this process
-try:
-    import modeling_vanilla
-    raise SystemExit("modeling_vanilla is still importable")
-except ImportError:
-    pass
+    code = WITHOUT_PACKAGE + f"""
+import json
 from transformers import pipeline, pipelines
 
 folder, sentences, result = {str(trained_dir)!r}, {SENTENCES!r}, {{}}
