@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MULTI30K, SHARED_DATA, needs_multi30k
+from tests.helpers import MULTI30K, SHARED_DATA, needs_multi30k
 import torch
 from datasets import DatasetDict, IterableDatasetDict
 from torch.utils.data import DataLoader

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO_ROOT, WITHOUT_PACKAGE, run_python
+from tests.helpers import REPO_ROOT, WITHOUT_PACKAGE, run_python
 from huggingface_hub import HfApi
 from transformers import pipeline
 

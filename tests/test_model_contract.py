@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import random_batch
+from tests.helpers import random_batch
 from transformers import AutoModel, AutoModelForSeq2SeqLM, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from modeling_vanilla import (

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import REPO_ROOT, WITHOUT_PACKAGE, random_batch, run_python
+from tests.helpers import REPO_ROOT, WITHOUT_PACKAGE, random_batch, run_python
 
 from modeling_vanilla import (
     VanillaTransformerConfig,

@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import MULTI30K, REPO_ROOT, SHARED_DATA, WITHOUT_PACKAGE, needs_multi30k, run_python
+from tests.helpers import MULTI30K, REPO_ROOT, SHARED_DATA, WITHOUT_PACKAGE, needs_multi30k, run_python
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 from transformers.pipelines.pt_utils import KeyDataset
 

@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import REPO_ROOT, run_python
+from tests.helpers import REPO_ROOT, run_python
 
 
 def test_readme_python_examples_run_as_written(tmp_path):

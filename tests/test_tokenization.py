@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from conftest import MULTI30K, SHARED_DATA, needs_multi30k
+from tests.helpers import MULTI30K, SHARED_DATA, needs_multi30k
 
 from modeling_vanilla.tokenization import (
     SPECIAL_TOKENS,

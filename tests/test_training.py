@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 from safetensors.torch import load_file
 
 from modeling_vanilla.toy_corpus import write_toy_corpus

@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 pytest.importorskip("matplotlib", reason="the plots need matplotlib")
 

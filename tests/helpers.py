@@ -1,0 +1,56 @@
+"""Helpers shared by the tests: paths, the real-data skip, fresh-process runs, random batches.
+
+Import them as `from tests.helpers import ...` (tests/ is a package); fixtures live in tests/conftest.py.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Real corpora (Multi30k, WMT news test sets) live beside the repository; tests that need them skip without them.
+SHARED_DATA = Path(os.environ.get("VANILLA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+MULTI30K = SHARED_DATA / "multi30k"
+needs_multi30k = pytest.mark.skipif(
+    not (MULTI30K / "train.en").is_file(), reason=f"real data not found at {MULTI30K} (set VANILLA_SHARED_DATA)"
+)
+
+# Prefix for code run in a fresh process as a user without this package (a Hub user): the package is installed
+# here, so its import is blocked, and checked to be.
+WITHOUT_PACKAGE = """
+import sys
+sys.modules["modeling_vanilla"] = None
+try:
+    import modeling_vanilla
+    raise SystemExit("modeling_vanilla is still importable")
+except ImportError:
+    pass
+"""
+
+
+def run_python(code: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    """Run `code` in a fresh Python process; returns the completed process (stdout, stderr, returncode)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def random_batch(vocab_size: int, batch_size: int = 3, source_length: int = 9, target_length: int = 7, pad: int = 0):
+    """Random source/target ids (no special ids below 4) with right padding of different lengths in the source."""
+    input_ids = torch.randint(4, vocab_size, (batch_size, source_length))
+    attention_mask = torch.ones_like(input_ids)
+    for row in range(1, batch_size):
+        pad_from = source_length - 2 * row
+        input_ids[row, pad_from:] = pad
+        attention_mask[row, pad_from:] = 0
+    decoder_input_ids = torch.randint(4, vocab_size, (batch_size, target_length))
+    return input_ids, attention_mask, decoder_input_ids
