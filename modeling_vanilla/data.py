@@ -1,13 +1,13 @@
-"""WMT-style parallel data for the Transformer of "Attention Is All You Need": loading, preprocessing, batching.
+"""WMT-style parallel data for the Transformer of "Attention Is All You Need": from files to padded batches.
 
 Section 5.1 of the paper trains on WMT 2014 (4.5M EN-DE pairs, 36M EN-FR pairs) and batches "sentence pairs
 together by approximate sequence length", each batch holding about 25,000 source and 25,000 target tokens.
-This module covers that path from files to batches, top to bottom:
+The path from files to batches, top to bottom:
 
-1. `load_translation_dataset`: a `datasets.DatasetDict` in the Hub's WMT schema,
-   `{"translation": {"de": "...", "en": "..."}}`, from the Hub (`wmt/wmt14`, `de-en`), from aligned plain
-   text files, or from JSON lines files; `streaming=True` gives an `IterableDatasetDict` instead.
-2. `iter_sentences`: the sentences of both languages, to train the joint BPE tokenizer
+1. `load_translation_dataset` / `load_corpus` (in `modeling_vanilla.corpus`, re-exported here): a
+   `datasets.DatasetDict` in the Hub's WMT schema, `{"translation": {"de": "...", "en": "..."}}`, from the Hub
+   (`wmt/wmt14`, `de-en`), from aligned plain text files, or from JSON lines files.
+2. `iter_sentences` (also in `corpus`): the sentences of both languages, to train the joint BPE tokenizer
    (`modeling_vanilla.tokenization.train_bpe_tokenizer`).
 3. `preprocess_translation`: tokenize with `datasets.map` (batched, `num_proc` processes, cached), drop empty,
    too long and badly length-matched pairs, and count what was dropped and why (`DropCounts`).
@@ -16,39 +16,32 @@ This module covers that path from files to batches, top to bottom:
 5. `TranslationCollator`: pads a batch into `input_ids`, `attention_mask` and `labels` (-100 on padding).
 
 Bad input fails early with a `TranslationDataError` (a `ValueError`) naming the file and line, or the field,
-and the fix; a failed load leaves nothing in the `datasets` cache (the builder writes into a temporary folder
-that is removed on error). This module imports neither torch (the collator imports it when called) nor the model.
+and the fix. This module imports neither torch (the collator imports it when called) nor the model.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import heapq
 import json
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import zip_longest
-from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-from datasets import (
-    Dataset,
-    DatasetDict,
-    Features,
-    IterableDataset,
-    IterableDatasetDict,
-    Translation,
-    load_dataset,
-)
-from datasets import config as datasets_config
-from datasets.exceptions import DatasetGenerationError
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from datasets.fingerprint import Hasher
 
+from .corpus import (
+    TranslationDataError,
+    check_direction,
+    check_translation_features,
+    iter_sentences,
+    load_corpus,
+    load_translation_dataset,
+)
 from .tokenization import PAD_ID
 
 __all__ = [
@@ -57,6 +50,7 @@ __all__ = [
     "TranslationCollator",
     "TranslationDataError",
     "iter_sentences",
+    "load_corpus",
     "load_translation_dataset",
     "pair_lengths",
     "preprocess_translation",
@@ -64,395 +58,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
-# Bumped when the files -> dataset conversion changes, so that old cached datasets are not reused.
-_LOADER_VERSION = "1"
+# Bumped when preprocessing changes, so that old cached datasets are not reused.
 _PREPROCESS_VERSION = "1"
 DROP_REASONS = ("empty", "too_long", "length_ratio")
-
-
-class TranslationDataError(ValueError):
-    """Bad parallel data: the message names the file and line (`path`, `line`) or the field, and the fix."""
-
-    def __init__(self, message: str, path: PathLike | None = None, line: int | None = None):
-        super().__init__(message)
-        self.path = None if path is None else str(path)
-        self.line = line
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# 1. Loading
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def load_translation_dataset(
-    source_lang: str,
-    target_lang: str,
-    *,
-    hub_id: str | None = None,
-    hub_config: str | None = None,
-    text_files: Mapping[str, Any] | None = None,
-    jsonl_files: Mapping[str, PathLike | Sequence[PathLike]] | None = None,
-    streaming: bool = False,
-    cache_dir: PathLike | None = None,
-) -> DatasetDict | IterableDatasetDict:
-    """Load a parallel corpus in the Hub's WMT schema, `{"translation": {source_lang: ..., target_lang: ...}}`.
-
-    Give exactly one source:
-
-    * `hub_id` (and `hub_config`): a Hub dataset such as `hub_id="wmt/wmt14", hub_config="de-en"` (splits
-      train / validation = newstest2013 / test = newstest2014), `"wmt/wmt16"`, ... or a local folder that
-      `datasets.load_dataset` reads. This is the real download path; it needs the network or the local cache.
-    * `text_files`: per split, aligned plain text files, one sentence per line (UTF-8; "\\n" or "\\r\\n" line
-      ends; ".gz" files are decompressed). A split is given as
-      - a path prefix: `{"train": "multi30k/train"}` reads `multi30k/train.en` and `multi30k/train.de`;
-      - a list of prefixes, concatenated in order: `{"train": ["newstest2008", "newstest2009"]}`;
-      - explicit files per language: `{"train": {"en": "a.txt", "de": "b.txt"}}` (a list of files per language
-        is concatenated in order).
-    * `jsonl_files`: per split, one JSON lines file or a list of them, one `{"translation": {...}}` object per
-      line (blank lines skipped); languages other than the two requested are left out.
-
-    Args:
-        source_lang, target_lang: language codes of the direction, e.g. "en" and "de". Both must be in the data.
-        streaming: read lazily as an `IterableDatasetDict` (for corpora that do not fit on disk or in memory,
-            e.g. WMT14 EN-FR): nothing is converted or cached; file errors surface while iterating, at the line.
-        cache_dir: `datasets` cache folder (default: `HF_DATASETS_CACHE`). Local files are converted once and
-            reused until a file's size or modification time changes.
-
-    Returns:
-        `DatasetDict` (or `IterableDatasetDict` when streaming) with the given splits; local files give the
-        one column `translation` with exactly the two languages, line N of each file in row N.
-
-    Raises:
-        ValueError: not exactly one source, or source_lang == target_lang.
-        FileNotFoundError: a file is missing (named, with the languages found beside it).
-        TranslationDataError: files with different line counts, invalid UTF-8 or JSON, a language not in the
-            data, an empty split; the message names file and line or field.
-        ConnectionError: the Hub cannot be reached (or HF_HUB_OFFLINE=1) and the dataset is not cached; the
-            message says how to use local files instead.
-    """
-    languages = _check_direction(source_lang, target_lang)
-    given = [
-        name
-        for name, value in (("hub_id", hub_id), ("text_files", text_files), ("jsonl_files", jsonl_files))
-        if value is not None
-    ]
-    if len(given) != 1:
-        raise ValueError(
-            "load_translation_dataset needs exactly one of hub_id=, text_files= or jsonl_files=, got "
-            f"{', '.join(given) or 'none'}. Example: text_files={{'train': 'data/train'}} reads data/train."
-            f"{source_lang} and data/train.{target_lang}."
-        )
-    if hub_id is not None:
-        return _load_from_hub(hub_id, hub_config, languages, streaming, cache_dir)
-    if hub_config is not None:
-        raise ValueError("hub_config= is only used with hub_id=; local files have no config.")
-
-    if text_files is not None:
-        kind, generator = "text", _generate_text_pairs
-        sources = {
-            split: _text_file_groups(split, spec, languages) for split, spec in _splits(text_files, "text_files")
-        }
-    else:
-        kind, generator = "jsonl", _generate_jsonl_pairs
-        sources = {
-            split: _jsonl_file_list(split, spec, languages) for split, spec in _splits(jsonl_files, "jsonl_files")
-        }
-
-    features = Features({"translation": Translation(languages=sorted(languages))})
-    result = {}
-    for split, files in sources.items():
-        # Tuples, not lists: `datasets` would treat a list in gen_kwargs as shards and call the generator per shard.
-        gen_kwargs = {"files": files, "languages": languages, "split": split}
-        paths = [path for group in files for path in group] if kind == "text" else list(files)
-        if streaming:
-            result[split] = IterableDataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs)
-            continue
-        try:
-            result[split] = Dataset.from_generator(
-                generator,
-                features=features,
-                gen_kwargs=gen_kwargs,
-                cache_dir=None if cache_dir is None else str(cache_dir),
-                fingerprint=_files_fingerprint(kind, split, languages, paths),
-            )
-        except DatasetGenerationError as error:
-            # The builder wraps our error in two layers of its own; show the one that names file and line.
-            cause = _find_cause(error, TranslationDataError)
-            if cause is None:
-                raise
-            raise cause.with_traceback(None) from None
-    return IterableDatasetDict(result) if streaming else DatasetDict(result)
-
-
-def _check_direction(source_lang: str, target_lang: str) -> tuple[str, str]:
-    for name, value in (("source_lang", source_lang), ("target_lang", target_lang)):
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a language code such as 'en' or 'de', got {value!r}.")
-    if source_lang == target_lang:
-        raise ValueError(f"source_lang and target_lang are both {source_lang!r}: give two different languages.")
-    return source_lang, target_lang
-
-
-def _splits(spec: Mapping[str, Any], argument: str) -> list[tuple[str, Any]]:
-    if not isinstance(spec, Mapping) or not spec:
-        raise ValueError(
-            f"{argument} must be a non-empty dict from split name to files, e.g. "
-            f"{{'train': ..., 'validation': ..., 'test': ...}}; got {spec!r}."
-        )
-    return list(spec.items())
-
-
-def _text_file_groups(split: str, spec: Any, languages: tuple[str, str]) -> tuple[tuple[str, ...], ...]:
-    """Resolve one split of `text_files` to aligned groups `((path in languages[0], path in languages[1]), ...)`."""
-    if isinstance(spec, Mapping):
-        per_language = []
-        for language in languages:
-            if language not in spec:
-                raise TranslationDataError(
-                    f"text_files[{split!r}] has no file for language {language!r} (it has "
-                    f"{', '.join(map(str, spec)) or 'none'}): add it or change source_lang/target_lang."
-                )
-            value = spec[language]
-            per_language.append([value] if isinstance(value, (str, os.PathLike)) else list(value))
-        if len(per_language[0]) != len(per_language[1]):
-            raise TranslationDataError(
-                f"text_files[{split!r}] lists {len(per_language[0])} files for {languages[0]!r} and "
-                f"{len(per_language[1])} for {languages[1]!r}: give one file per language for each part."
-            )
-        groups = [tuple(_existing(path) for path in group) for group in zip(*per_language)]
-    else:
-        prefixes = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
-        groups = [tuple(_file_for_prefix(prefix, language) for language in languages) for prefix in prefixes]
-    if not groups:
-        raise TranslationDataError(f"text_files[{split!r}] lists no files.")
-    return tuple(groups)
-
-
-def _file_for_prefix(prefix: PathLike, language: str) -> str:
-    """`prefix.language`, or `prefix.language.gz`; a clear error listing the languages present if neither exists."""
-    for candidate in (f"{os.fspath(prefix)}.{language}", f"{os.fspath(prefix)}.{language}.gz"):
-        if os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    base = Path(os.fspath(prefix))
-    found = sorted(
-        path.name[len(base.name) + 1 :].removesuffix(".gz")
-        for path in (base.parent.glob(f"{base.name}.*") if base.parent.is_dir() else [])
-    )
-    if found:
-        detail = f"languages found for this prefix: {', '.join(found)}"
-    elif base.is_file():
-        detail = f"{base} is itself a file: give the prefix without the language ending, e.g. {base.with_suffix('')}"
-    else:
-        detail = "no file starts with this prefix"
-    raise FileNotFoundError(
-        f"missing file {base}.{language} for language {language!r} ({detail}). Check the path prefix and "
-        f"source_lang/target_lang."
-    )
-
-
-def _existing(path: PathLike) -> str:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"missing file {os.fspath(path)}: check the path (relative to {os.getcwd()}).")
-    return os.path.abspath(path)
-
-
-def _jsonl_file_list(split: str, spec: Any, languages: tuple[str, str]) -> tuple[str, ...]:
-    files = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
-    if not files:
-        raise TranslationDataError(f"jsonl_files[{split!r}] lists no files.")
-    files = tuple(_existing(path) for path in files)
-    for path in files:  # Fail before converting anything if the first record lacks a language.
-        for number, record in _read_jsonl(path):
-            _record_translation(record, languages, path, number)
-            break
-    return files
-
-
-def _open_binary(path: str):
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
-def _read_lines(path: str) -> Iterator[tuple[int, str]]:
-    """Yield `(line number from 1, text)` of a UTF-8 file, without the line end; stop at invalid UTF-8."""
-    with _open_binary(path) as handle:
-        for number, raw in enumerate(handle, start=1):
-            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
-            try:
-                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # drop a byte-order mark on line 1
-            except UnicodeDecodeError as error:
-                raise TranslationDataError(
-                    f"{path}:{number}: byte 0x{raw[error.start]:02x} at byte offset {error.start} of the line is not "
-                    "valid UTF-8. Convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or fix that line.",
-                    path=path,
-                    line=number,
-                ) from None
-            yield number, text
-
-
-def _generate_text_pairs(files, languages, split) -> Iterator[dict]:
-    """Rows of aligned text files: line N of the first language's file with line N of the second's."""
-    count = 0
-    end = object()
-    for first_path, second_path in files:
-        first, second = _read_lines(first_path), _read_lines(second_path)
-        for left, right in zip_longest(first, second, fillvalue=end):
-            if left is end or right is end:
-                shorter, longer, rest = (
-                    (first_path, second_path, second) if left is end else (second_path, first_path, first)
-                )
-                number = (right if left is end else left)[0]
-                total = number + sum(1 for _ in rest)
-                raise TranslationDataError(
-                    f"{longer}:{number}: line {number} has no partner in {shorter}, which has {number - 1} lines while "
-                    f"{longer} has {total}. The files of a split must be aligned line by line: remove the extra "
-                    "lines or fix the misalignment.",
-                    path=longer,
-                    line=number,
-                )
-            count += 1
-            yield {"translation": {languages[0]: left[1], languages[1]: right[1]}}
-    if count == 0:
-        names = ", ".join(path for group in files for path in group)
-        raise TranslationDataError(f"split {split!r} is empty: {names} hold no lines. Give files with data.")
-
-
-def _read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
-    for number, text in _read_lines(path):
-        if not text.strip():
-            continue
-        try:
-            yield number, json.loads(text)
-        except json.JSONDecodeError as error:
-            raise TranslationDataError(
-                f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno}). Each line must be one "
-                'object such as {"translation": {"de": "...", "en": "..."}}.',
-                path=path,
-                line=number,
-            ) from None
-
-
-def _record_translation(record: Any, languages: tuple[str, str], path: str, number: int) -> dict[str, str]:
-    translation = record.get("translation") if isinstance(record, dict) else None
-    if not isinstance(translation, dict):
-        raise TranslationDataError(
-            f"{path}:{number}: field 'translation' is missing or not an object. Expected the Hub schema "
-            '{"translation": {"de": "...", "en": "..."}}.',
-            path=path,
-            line=number,
-        )
-    for language in languages:
-        if language not in translation:
-            raise TranslationDataError(
-                f"{path}:{number}: field 'translation.{language}' is missing: language {language!r} is not in this "
-                f"record (it has {', '.join(map(str, translation)) or 'none'}). Check source_lang/target_lang.",
-                path=path,
-                line=number,
-            )
-        if not isinstance(translation[language], str):
-            raise TranslationDataError(
-                f"{path}:{number}: field 'translation.{language}' is a {type(translation[language]).__name__}, "
-                "not a string.",
-                path=path,
-                line=number,
-            )
-    return {language: translation[language] for language in languages}
-
-
-def _generate_jsonl_pairs(files, languages, split) -> Iterator[dict]:
-    """Rows of JSON lines files in the Hub schema, keeping only the two requested languages."""
-    count = 0
-    for path in files:
-        for number, record in _read_jsonl(path):
-            count += 1
-            yield {"translation": _record_translation(record, languages, path, number)}
-    if count == 0:
-        raise TranslationDataError(
-            f"split {split!r} is empty: {', '.join(files)} hold no records. Give files with data."
-        )
-
-
-def _files_fingerprint(kind: str, split: str, languages: tuple[str, str], paths: Sequence[str]) -> str:
-    """Cache key of a local split: the files' paths, sizes and modification times, so edits are picked up."""
-    stats = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths]
-    key = json.dumps([_LOADER_VERSION, kind, split, languages, stats])
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-def _find_cause(error: BaseException, kind: type) -> BaseException | None:
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, kind):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _load_from_hub(hub_id, hub_config, languages, streaming, cache_dir) -> DatasetDict | IterableDatasetDict:
-    """`datasets.load_dataset(hub_id, hub_config)`, with the failure to reach the Hub turned into advice."""
-    a, b = languages
-    try:
-        loaded = load_dataset(
-            hub_id, hub_config, streaming=streaming, cache_dir=None if cache_dir is None else str(cache_dir)
-        )
-    except ConnectionError as error:
-        reason = (
-            "offline mode is on (HF_HUB_OFFLINE=1) and the dataset is not in the local cache"
-            if datasets_config.HF_HUB_OFFLINE
-            else "the Hugging Face Hub cannot be reached and the dataset is not in the local cache"
-        )
-        raise ConnectionError(
-            f"cannot load {hub_id!r} (config {hub_config!r}): {reason} ({error}). To use local files instead, "
-            f"pass text_files={{'train': 'path/train', 'validation': 'path/valid', 'test': 'path/test'}} (reads "
-            f"path/train.{a} and path/train.{b}, one sentence per line) or jsonl_files={{'train': 'train.jsonl', "
-            f'...}} with lines like {{"translation": {{"{a}": "...", "{b}": "..."}}}}. Or download the '
-            "dataset once where the Hub is reachable, then set HF_HUB_OFFLINE=1 to use the cache."
-        ) from None
-    if not isinstance(loaded, (DatasetDict, IterableDatasetDict)):
-        loaded = (IterableDatasetDict if streaming else DatasetDict)({"train": loaded})
-    where = f"{hub_id!r} (config {hub_config!r})"
-    for split, dataset in loaded.items():
-        _check_translation_features(dataset, languages, f"{where}, split {split!r}")
-        if not streaming and len(dataset) == 0:
-            raise TranslationDataError(f"split {split!r} of {where} is empty: choose another dataset or config.")
-    return loaded
-
-
-def _check_translation_features(dataset, languages: Sequence[str], where: str) -> None:
-    """The dataset has a `translation` column holding both languages (skipped if a stream's features are unknown)."""
-    features = dataset.features
-    if features is None:
-        return
-    if "translation" not in features:
-        raise TranslationDataError(
-            f"{where} has no field 'translation' (fields: {', '.join(features)}): expected the WMT schema "
-            '{"translation": {"de": ..., "en": ...}}.'
-        )
-    column = features["translation"]
-    available = list(column.languages) if isinstance(column, Translation) else list(column)
-    for language in languages:
-        if language not in available:
-            raise TranslationDataError(
-                f"{where}: language {language!r} is not in field 'translation' (it has {', '.join(available)}). "
-                "Check source_lang/target_lang or pick the config with that language pair."
-            )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# 2. Sentences for the tokenizer
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def iter_sentences(
-    dataset: Dataset | IterableDataset, languages: Sequence[str], batch_size: int = 1000
-) -> Iterator[str]:
-    """Yield the sentences of `languages` of every row (row by row), e.g. to train the joint BPE vocabulary."""
-    _check_translation_features(dataset, languages, "the dataset")
-    for batch in dataset.select_columns(["translation"]).iter(batch_size=batch_size):
-        for translation in batch["translation"]:
-            for language in languages:
-                yield translation[language]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -512,78 +120,98 @@ def preprocess_translation(
     Raises:
         TranslationDataError: a language is not in the dataset, or every pair of a split was dropped.
     """
-    languages = _check_direction(source_lang, target_lang)
-    if max_length < 2:
-        raise ValueError(f"max_length={max_length} must be at least 2 (one token and </s>).")
-    if max_length_ratio is not None and max_length_ratio < 1:
-        raise ValueError(f"max_length_ratio={max_length_ratio} must be at least 1, or None for no limit.")
-    if not isinstance(dataset, (DatasetDict, IterableDatasetDict)):
-        raise TypeError(f"dataset must be a DatasetDict or IterableDatasetDict, got {type(dataset).__name__}.")
+    languages = check_direction(source_lang, target_lang)
+    _check_preprocess_arguments(dataset, max_length, max_length_ratio)
     fn_kwargs = {
         "tokenizer": tokenizer,
         "languages": languages,
         "max_length": max_length,
         "max_length_ratio": max_length_ratio,
     }
-    streaming = isinstance(dataset, IterableDatasetDict)
+    if isinstance(dataset, IterableDatasetDict):
+        streams = {split: _preprocess_stream(split, data, fn_kwargs, batch_size) for split, data in dataset.items()}
+        return IterableDatasetDict(streams), None
     processed, counts = {}, {}
     for split, data in dataset.items():
-        _check_translation_features(data, languages, f"split {split!r}")
-        if streaming:
-            marked = data.map(
-                _tokenize_and_mark,
-                batched=True,
-                batch_size=batch_size,
-                fn_kwargs=fn_kwargs,
-                remove_columns=list(data.column_names or ["translation"]),
-            )
-            processed[split] = marked.filter(_is_kept, input_columns="drop_reason", batched=True).remove_columns(
-                "drop_reason"
-            )
-            continue
-        fingerprint = _preprocess_fingerprint(data._fingerprint, tokenizer, languages, max_length, max_length_ratio)
-        marked = data.map(
-            _tokenize_and_mark,
-            batched=True,
-            batch_size=batch_size,
-            fn_kwargs=fn_kwargs,
-            remove_columns=data.column_names,
-            num_proc=num_proc,
-            load_from_cache_file=load_from_cache_file,
-            new_fingerprint=fingerprint + "-tokenized",
-            desc=f"Tokenizing {split}",
+        processed[split], counts[split] = _preprocess_split(
+            split, data, fn_kwargs, batch_size, num_proc=num_proc, load_from_cache_file=load_from_cache_file
         )
-        reasons = pc.value_counts(marked.with_format("arrow")["drop_reason"]).to_pylist()
-        found = {item["values"]: item["counts"] for item in reasons}
-        counts[split] = DropCounts(
-            total=len(marked),
-            kept=found.get("", 0),
-            empty=found.get("empty", 0),
-            too_long=found.get("too_long", 0),
-            length_ratio=found.get("length_ratio", 0),
-            max_length=max_length,
-            max_length_ratio=max_length_ratio,
-        )
-        logger.info("%s: %s", split, counts[split])
-        if counts[split].kept == 0:
-            raise TranslationDataError(
-                f"every pair of split {split!r} was dropped ({counts[split]}): check the languages and the limits "
-                "max_length / max_length_ratio."
-            )
-        kept = marked.filter(
-            _is_kept,
-            input_columns="drop_reason",
-            batched=True,
-            batch_size=batch_size,
-            num_proc=num_proc,
-            load_from_cache_file=load_from_cache_file,
-            new_fingerprint=fingerprint + "-filtered",
-            desc=f"Dropping pairs of {split}",
-        )
-        processed[split] = kept.remove_columns("drop_reason")
-    if streaming:
-        return IterableDatasetDict(processed), None
     return DatasetDict(processed), counts
+
+
+def _check_preprocess_arguments(dataset, max_length: int, max_length_ratio: float | None) -> None:
+    if max_length < 2:
+        raise ValueError(f"max_length={max_length} must be at least 2 (one token and </s>).")
+    if max_length_ratio is not None and max_length_ratio < 1:
+        raise ValueError(f"max_length_ratio={max_length_ratio} must be at least 1, or None for no limit.")
+    if not isinstance(dataset, (DatasetDict, IterableDatasetDict)):
+        raise TypeError(f"dataset must be a DatasetDict or IterableDatasetDict, got {type(dataset).__name__}.")
+
+
+def _preprocess_stream(split: str, data: IterableDataset, fn_kwargs: dict, batch_size: int) -> IterableDataset:
+    """A streaming split, tokenized and filtered lazily while it is read (nothing is counted)."""
+    check_translation_features(data, fn_kwargs["languages"], f"split {split!r}")
+    marked = data.map(
+        _tokenize_and_mark,
+        batched=True,
+        batch_size=batch_size,
+        fn_kwargs=fn_kwargs,
+        remove_columns=list(data.column_names or ["translation"]),
+    )
+    return marked.filter(_is_kept, input_columns="drop_reason", batched=True).remove_columns("drop_reason")
+
+
+def _preprocess_split(
+    split: str, data: Dataset, fn_kwargs: dict, batch_size: int, **cache
+) -> tuple[Dataset, DropCounts]:
+    """One split tokenized and marked, its drops counted, then filtered; both steps cached under `fn_kwargs`.
+
+    `cache` holds `num_proc` and `load_from_cache_file`, passed to both `datasets` steps.
+    """
+    check_translation_features(data, fn_kwargs["languages"], f"split {split!r}")
+    fingerprint = _preprocess_fingerprint(data._fingerprint, **fn_kwargs)
+    marked = data.map(
+        _tokenize_and_mark,
+        batched=True,
+        batch_size=batch_size,
+        fn_kwargs=fn_kwargs,
+        remove_columns=data.column_names,
+        new_fingerprint=fingerprint + "-tokenized",
+        desc=f"Tokenizing {split}",
+        **cache,
+    )
+    counts = _count_drops(marked, fn_kwargs["max_length"], fn_kwargs["max_length_ratio"])
+    logger.info("%s: %s", split, counts)
+    if counts.kept == 0:
+        raise TranslationDataError(
+            f"every pair of split {split!r} was dropped ({counts}): check the languages and the limits "
+            "max_length / max_length_ratio."
+        )
+    kept = marked.filter(
+        _is_kept,
+        input_columns="drop_reason",
+        batched=True,
+        batch_size=batch_size,
+        new_fingerprint=fingerprint + "-filtered",
+        desc=f"Dropping pairs of {split}",
+        **cache,
+    )
+    return kept.remove_columns("drop_reason"), counts
+
+
+def _count_drops(marked: Dataset, max_length: int, max_length_ratio: float | None) -> DropCounts:
+    """Count the rows of a marked split by drop reason ("" = kept)."""
+    reasons = pc.value_counts(marked.with_format("arrow")["drop_reason"]).to_pylist()
+    found = {item["values"]: item["counts"] for item in reasons}
+    return DropCounts(
+        total=len(marked),
+        kept=found.get("", 0),
+        empty=found.get("empty", 0),
+        too_long=found.get("too_long", 0),
+        length_ratio=found.get("length_ratio", 0),
+        max_length=max_length,
+        max_length_ratio=max_length_ratio,
+    )
 
 
 def _tokenize_and_mark(batch, tokenizer, languages, max_length, max_length_ratio) -> dict[str, list]:

@@ -25,11 +25,13 @@ from modeling_vanilla.data import (
     TranslationCollator,
     TranslationDataError,
     iter_sentences,
+    load_corpus,
     load_translation_dataset,
     pair_lengths,
     preprocess_translation,
 )
 from modeling_vanilla.tokenization import train_bpe_tokenizer
+from modeling_vanilla.toy_corpus import write_toy_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WMT_DE_EN = SHARED_DATA / "wmt-newstest" / "de-en"
@@ -214,6 +216,50 @@ def test_exactly_one_source_is_required(corpus, tmp_path):
         load_translation_dataset("en", "de", hub_id="wmt/wmt14", text_files={"train": corpus / "train"})
     with pytest.raises(ValueError, match=r"source_lang and target_lang are both 'en'"):
         load_translation_dataset("en", "en", text_files={"train": corpus / "train"})
+
+
+def test_load_corpus_needs_exactly_one_training_source_named_by_its_option(corpus, tmp_path):
+    """The training commands' check: the error names the command-line options, not the keywords."""
+    with pytest.raises(
+        TranslationDataError,
+        match=r"^give exactly one training source: --dataset, --train-files or --train-jsonl \(got none\)$",
+    ):
+        load_corpus("en", "de")
+    with pytest.raises(TranslationDataError, match=r"\(got \['--train-files', '--train-jsonl'\]\)$"):
+        load_corpus("en", "de", train_files=[corpus / "train"], train_jsonl=[tmp_path / "train.jsonl"])
+    with pytest.raises(ValueError, match=r"\(got \['--dataset', '--train-files'\]\)$"):
+        load_corpus("en", "de", dataset="wmt/wmt14", train_files=[corpus / "train"])
+    # Validation or test files alone are no training source.
+    with pytest.raises(TranslationDataError, match=r"\(got none\)$"):
+        load_corpus("en", "de", valid_files=[corpus / "valid"], test_jsonl=[tmp_path / "test.jsonl"])
+
+
+def test_load_corpus_reads_text_files_and_json_lines_in_both_directions(tmp_path):
+    toy = write_toy_corpus(tmp_path / "toy", train=12, valid=3, test=2, seed=3)
+    english = (toy / "train.en").read_text(encoding="utf-8").splitlines()
+    german = (toy / "train.de").read_text(encoding="utf-8").splitlines()
+    cache = tmp_path / "cache"
+    en_de = load_corpus(
+        "en", "de", train_files=[toy / "train"], valid_files=[toy / "valid"], test_files=[toy / "test"], cache_dir=cache
+    )
+    assert isinstance(en_de, DatasetDict)
+    assert {split: len(data) for split, data in en_de.items()} == {"train": 12, "validation": 3, "test": 2}
+    assert as_pairs(en_de["train"]) == list(zip(english, german))
+
+    write_jsonl(tmp_path / "train.jsonl", english, german)
+    write_jsonl(tmp_path / "valid.jsonl", english[:2], german[:2])
+    de_en = load_corpus(
+        "de", "en", train_jsonl=[tmp_path / "train.jsonl"], valid_jsonl=[tmp_path / "valid.jsonl"], cache_dir=cache
+    )
+    assert list(de_en) == ["train", "validation"]  # no test split given, none made
+    assert as_pairs(de_en["train"], ("de", "en")) == list(zip(german, english))
+    assert as_pairs(de_en["validation"], ("de", "en")) == list(zip(german[:2], english[:2]))
+
+    # --dataset goes through datasets.load_dataset; a local folder exercises it without the network.
+    (tmp_path / "hub_like").mkdir()
+    write_jsonl(tmp_path / "hub_like" / "train.jsonl", english, german)
+    from_hub = load_corpus("de", "en", dataset=str(tmp_path / "hub_like"), cache_dir=cache)
+    assert as_pairs(from_hub["train"], ("de", "en")) == list(zip(german, english))
 
 
 # Bad input: each error names file and line (or field) and leaves no dataset files in the cache.
