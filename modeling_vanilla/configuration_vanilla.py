@@ -6,10 +6,9 @@ num_decoder_layers, P_drop -> dropout). Hugging Face's standard names (hidden_si
 smoothing and Adam's betas are training arguments.
 """
 
-from transformers import PreTrainedConfig
+from typing import ClassVar
 
-# Imported here, relatively, so that `save_pretrained` copies the pipeline file next to the configuration.
-from .pipeline_translation import custom_pipelines_entry, is_registered
+from transformers import PreTrainedConfig
 
 POSITIONAL_ENCODINGS = ("sinusoidal", "learned")
 LAYER_NORM_POSITIONS = ("post", "pre")
@@ -114,20 +113,16 @@ class VanillaTransformerConfig(PreTrainedConfig):
     eos_token_id: int | None = 2
     decoder_start_token_id: int | None = 1
 
+    # Keys of a loaded config.json that this class discards. Empty here, and therefore in the copy of this file that
+    # `save_pretrained` writes beside the weights for users without the package; the installed package's `__init__`
+    # fills it with what the package handles itself (see there). This module imports nothing from the package.
+    drop_on_load: ClassVar[frozenset[str]] = frozenset()
+
     def __post_init__(self, **kwargs):
-        # config.json declares the translation pipeline (`custom_pipelines`, written by `to_dict`) for users without
-        # this package. Where the package registered that pipeline with transformers, `pipeline()` must not see the
-        # declaration, or it would demand trust_remote_code: see pipeline_translation.register_translation_pipeline.
-        custom_pipelines = kwargs.pop("custom_pipelines", None)
+        for key in self.drop_on_load:
+            kwargs.pop(key, None)
         self._validate()
         super().__post_init__(**kwargs)
-        if custom_pipelines is not None and not is_registered():
-            self.custom_pipelines = custom_pipelines
-
-    def to_dict(self) -> dict:
-        output = super().to_dict()
-        output["custom_pipelines"] = custom_pipelines_entry()
-        return output
 
     def _validate(self):
         """Fail at construction, naming the field, rather than deep inside torch at the first forward."""

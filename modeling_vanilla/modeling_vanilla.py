@@ -9,7 +9,10 @@ Shapes: B batch, S source length, T target length, h heads, d_k / d_v per-head w
 """
 
 import math
+import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -537,9 +540,21 @@ class VanillaTransformerDecoder(VanillaStack):
 
 # The Hugging Face models
 
+# Door 1 of the translation pipeline (see modeling_vanilla/pipeline_translation.py): a saved folder or Hub repo carries
+# the pipeline's code and declares it in config.json, in the form `Pipeline.save_pretrained` writes, so that users
+# without this package can run `pipeline("translation", model=folder, trust_remote_code=True)`. Named here as data:
+# this file imports nothing from the package but the configuration, so the pipeline module is never imported by it.
+PIPELINE_FILE = "pipeline_translation.py"
+CUSTOM_PIPELINES = {
+    "translation": {"impl": "pipeline_translation.TranslationPipeline", "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}
+}
+
 
 class VanillaTransformerPreTrainedModel(PreTrainedModel):
-    """Weight initialization and the transformers integration shared by both models."""
+    """Weight initialization and the transformers integration shared by both models.
+
+    `save_pretrained` also writes door 1 of the translation pipeline into the folder (see there).
+    """
 
     config_class = VanillaTransformerConfig
     config: VanillaTransformerConfig
@@ -572,6 +587,45 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, plus door 1 of the translation pipeline.
+
+        transformers copies the model's code (this file and its relative import, the configuration) and writes
+        `auto_map`. This also copies `pipeline_translation.py`, the file beside this one, into the folder, and
+        declares it in the saved config.json as `custom_pipelines`. The file is taken from beside this module, so a
+        remote-code copy of the model re-saves it too where transformers cached it; where it is absent (a remote-code
+        model whose pipeline was never loaded), nothing is declared, unless the folder already holds the file.
+
+        The copy happens before transformers saves, so that `push_to_hub=True` uploads it (see
+        `_get_files_timestamps`). The declaration is set on the config only for the save: a config in memory or
+        loaded by the installed package carries none (see modeling_vanilla/__init__.py for why).
+        """
+        folder = Path(save_directory)
+        source = Path(__file__).with_name(PIPELINE_FILE)
+        if is_main_process and source.is_file() and not folder.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / PIPELINE_FILE)
+        missing = object()
+        declared = self.config.__dict__.get("custom_pipelines", missing)
+        if (folder / PIPELINE_FILE).is_file():
+            self.config.custom_pipelines = CUSTOM_PIPELINES
+        elif declared is not missing:
+            del self.config.custom_pipelines  # the folder lacks the file the declaration would point to
+        try:
+            super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        finally:
+            self.config.__dict__.pop("custom_pipelines", None)
+            if declared is not missing:
+                self.config.custom_pipelines = declared
+
+    def _get_files_timestamps(self, working_dir: str | os.PathLike) -> dict[str, float]:
+        """With `push_to_hub=True`, `save_pretrained` uploads the files that are new or changed after this snapshot
+        of the folder. The pipeline file is copied before it (see `save_pretrained`), so it is left out of the
+        snapshot to be uploaded with the rest."""
+        timestamps = super()._get_files_timestamps(working_dir)
+        timestamps.pop(PIPELINE_FILE, None)
+        return timestamps
 
 
 class VanillaTransformerModel(VanillaTransformerPreTrainedModel):

@@ -2,11 +2,11 @@
 
 transformers 5 removed its `translation` task. This module brings it back for this model, through two doors:
 
-1. A saved folder or Hub repo, where this package is not installed. The configuration module imports this file, so
-   `save_pretrained` copies it next to the model code (transformers copies a saved class's module and its relative
-   imports), and config.json declares it under `custom_pipelines`. Then
-   `pipeline("translation", model=folder, trust_remote_code=True)` and `pipeline(model=folder, trust_remote_code=True)`
-   load it as remote code. That is why this file imports nothing but transformers and the standard library.
+1. A saved folder or Hub repo, where this package is not installed. The model's `save_pretrained`
+   (`VanillaTransformerPreTrainedModel.save_pretrained`) copies this file next to the model code and declares it in
+   config.json under `custom_pipelines`. Then `pipeline("translation", model=folder, trust_remote_code=True)` and
+   `pipeline(model=folder, trust_remote_code=True)` load it as remote code. That is why this file imports nothing but
+   transformers and the standard library, and why no other module of the package imports it but `__init__`.
 2. This package imported: `register_translation_pipeline()`, called once by `modeling_vanilla/__init__.py`, makes
    `pipeline("translation", model=folder_or_model, tokenizer=...)` build it without remote code. The whole mechanism,
    and why, is in that function's docstring.
@@ -131,21 +131,6 @@ class TranslationPipeline(Pipeline):
         return [{"translation_text": text} for text in texts]
 
 
-def custom_pipelines_entry() -> dict:
-    """The `custom_pipelines` entry of config.json, in the form `Pipeline.save_pretrained` writes: the task, the class
-    as "<module file>.<class>", and the Auto class that loads the model for it."""
-    module_file = __name__.rpartition(".")[2]
-    impl = f"{module_file}.{TranslationPipeline.__name__}"
-    return {TASK: {"impl": impl, "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}}
-
-
-def is_registered() -> bool:
-    """Whether transformers' `pipeline("translation")` resolves to this very class, with no remote code."""
-    from transformers.pipelines import PIPELINE_REGISTRY
-
-    return PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is TranslationPipeline
-
-
 def register_translation_pipeline() -> None:
     """Make `pipeline("translation", model=..., tokenizer=...)` build a `TranslationPipeline` without remote code.
 
@@ -154,9 +139,10 @@ def register_translation_pipeline() -> None:
 
     1. When the config is loaded from a folder or repo id and carries `custom_pipelines` naming the task,
        `pipeline()` takes the pipeline class from the folder, and refuses to without `trust_remote_code=True`.
-       Saved folders carry that entry (door 1), so the configuration class drops it on load where
-       `is_registered()` is true, i.e. in the installed package, whose class is registered below; a copy of the
-       class loaded from a folder as remote code keeps it. A model object passed in has no such check.
+       Saved folders carry that entry (door 1, written by the model's `save_pretrained`), so the installed
+       configuration class drops it on load: `modeling_vanilla/__init__.py` sets
+       `VanillaTransformerConfig.drop_on_load` beside its call of this function. A copy of the class loaded from a
+       folder as remote code is another class and keeps it. A model object passed in has no such check.
     2. `_resolve_deprecated_task` raises `KeyError("The task translation has been removed ...")` for every name in
        the module-level dict `REMOVED_TASKS`, before the registry is consulted: this deletes "translation" from it.
        Nothing else is removed ("summarization", "translation_xx_to_yy", ... stay errors).
