@@ -27,8 +27,7 @@ def check_model_folder(model_name_or_path: str | Path, need_tokenizer: bool = Tr
             raise FileNotFoundError(f"{path} has no config.json: not a model folder written by save_pretrained.")
         if need_tokenizer and not any((path / name).is_file() for name in TOKENIZER_FILES):
             raise FileNotFoundError(
-                f"{path} holds a model but no tokenizer: save it next to the model with "
-                f"tokenizer.save_pretrained({str(path)!r})."
+                f"{path} has no tokenizer: save it there with tokenizer.save_pretrained({str(path)!r})."
             )
         return path
     if not _HUB_ID.fullmatch(str(model_name_or_path)):

@@ -30,7 +30,7 @@ def generate_ids(model, tokenizer, sentences: Sequence[str], **generate_kwargs) 
 @torch.no_grad()
 def translate(model, tokenizer, sentences: Sequence[str], batch_size: int = 64, accelerator=None,
               **generate_kwargs) -> list[str]:
-    """Translations of `sentences`, in their order.
+    """Translations of `sentences`, in their order; a blank sentence gives "".
 
     Sentences of similar length are batched together (less padding). With an Accelerate `accelerator`, each process
     translates every n-th sentence and the results are gathered, in order, on every process; its autocast applies.
@@ -42,8 +42,10 @@ def translate(model, tokenizer, sentences: Sequence[str], batch_size: int = 64, 
         rank, world = 0, 1
     was_training = model.training
     model.eval()
-    mine = sorted(range(rank, len(sentences), world), key=lambda i: len(sentences[i]))
-    results = []
+    # Blank sentences translate to "" without a generate() call; the rest are sorted by length (less padding).
+    mine = sorted((i for i in range(rank, len(sentences), world) if sentences[i].strip()),
+                  key=lambda i: len(sentences[i]))
+    results = [(i, "") for i in range(rank, len(sentences), world) if not sentences[i].strip()]
     for start in range(0, len(mine), batch_size):
         chunk = mine[start : start + batch_size]
         autocast = accelerator.autocast() if accelerator is not None else nullcontext()

@@ -1,4 +1,4 @@
-"""scripts/finetune.py: Seq2SeqTrainer fine-tuning, and the loss it reports under gradient accumulation and DDP.
+"""vanilla-finetune (modeling_vanilla/cli/finetune.py): Seq2SeqTrainer fine-tuning, and the loss it reports under gradient accumulation and DDP.
 
 Data is the project's generated toy corpus (modeling_vanilla.toy_corpus) and a JSON lines file written here; the
 model is a tiny one, saved with dropout 0 so that losses computed in different batchings can be compared exactly.
@@ -6,7 +6,6 @@ model is a tiny one, saved with dropout 0 so that losses computed in different b
 
 import json
 import os
-import runpy
 import socket
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import pytest
 import torch
 from tests.helpers import REPO_ROOT
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, pipeline
-from transformers.trainer_pt_utils import LabelSmoother
 
 from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 from modeling_vanilla.tokenization import train_bpe_tokenizer
@@ -29,7 +27,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def finetune(argv: list[str]) -> dict:
-    return runpy.run_path(str(REPO_ROOT / "scripts" / "finetune.py"))["main"](argv)
+    from modeling_vanilla.cli.finetune import main
+
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,11 @@ def one_batch_loss(model_dir: Path, pairs: list[tuple[str, str]], label_smoothin
     features = [{"input_ids": ids, "labels": labels} for ids, labels in zip(encoded["input_ids"], encoded["labels"])]
     batch = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)(features)
     with torch.no_grad():
-        outputs = model(**batch)
-    return outputs.loss if label_smoothing == 0 else LabelSmoother(epsilon=label_smoothing)(outputs, batch["labels"])
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=batch["decoder_input_ids"]).logits
+    # Section 5.4 from torch's own definition: (1 - eps) * NLL + eps * the mean of -log p over the vocabulary.
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
+                                             label_smoothing=label_smoothing)
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
@@ -116,6 +119,19 @@ def test_twenty_trainer_steps_lower_the_loss_and_score_bleu(model_dir, corpus, t
     assert last < first - 0.3, losses
     for key in ("eval_bleu", "eval_chrf", "test_bleu", "test_chrf"):
         assert 0.0 <= metrics[key] <= 100.0, (key, metrics)
+    # The reported scores are sacreBLEU's on the fine-tuned model's own greedy translations of the test set.
+    import sacrebleu
+
+    from modeling_vanilla.model_folder import load_model_and_tokenizer
+    from modeling_vanilla.translation import translate
+
+    sources = (corpus / "test.en").read_text().splitlines()
+    references = (corpus / "test.de").read_text().splitlines()
+    model, tokenizer = load_model_and_tokenizer(output)
+    hypotheses = translate(model, tokenizer, sources, num_beams=1)
+    assert metrics["test_bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score, abs=0.01)
+    assert metrics["test_chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score, abs=0.01)
+    assert metrics["test_chrf"] > 0  # a non-empty comparison: the hypotheses share characters with the references
     assert json.loads((output / "all_results.json").read_text())["test_bleu"] == metrics["test_bleu"]
 
     # The saved model keeps the paper's decoding: beam 4 and no max_length, so generate() stops at input length + 50.
@@ -129,7 +145,7 @@ def test_twenty_trainer_steps_lower_the_loss_and_score_bleu(model_dir, corpus, t
 def test_bad_arguments_are_clear_errors(model_dir, corpus, capsys):
     with pytest.raises(SystemExit):
         finetune([str(model_dir), *LANGUAGES, "--output-dir", "out"])
-    assert "give the training data once: --dataset, --train-files or --train-jsonl" in capsys.readouterr().err
+    assert "give exactly one training source: --dataset, --train-files or --train-jsonl" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         finetune([str(model_dir), *LANGUAGES, "--train-files", str(corpus / "train"), "--output-dir", "out",
                   "--gradient-accumulation-steps", "0"])

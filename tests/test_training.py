@@ -12,15 +12,9 @@ import torch
 from tests.helpers import REPO_ROOT
 from safetensors.torch import load_file
 
+from modeling_vanilla.checkpoints import COMPLETE_MARKER, CheckpointManager, average_checkpoints
+from modeling_vanilla.optimization import build_optimizer, build_scheduler, inverse_sqrt_learning_rate
 from modeling_vanilla.toy_corpus import write_toy_corpus
-from modeling_vanilla.training import (
-    COMPLETE_MARKER,
-    CheckpointManager,
-    average_checkpoints,
-    build_optimizer,
-    build_scheduler,
-    inverse_sqrt_learning_rate,
-)
 
 # Section 5.3: Eq. (3)
 
@@ -171,7 +165,7 @@ def run_train(args, env=None, launcher=None):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_train_script_writes_a_hub_ready_folder(toy_data, tmp_path, precision):
-    from modeling_vanilla.trainer import main
+    from modeling_vanilla.cli.train import main
 
     out = tmp_path / "run"
     summary = main(train_args(toy_data, out, "--max-steps", "6", "--precision", precision, "--eval-every", "3",
@@ -183,14 +177,11 @@ def test_train_script_writes_a_hub_ready_folder(toy_data, tmp_path, precision):
         assert (out / name).is_file(), name
     card = (out / "README.md").read_text()
     assert "{{" not in card and "pipeline_tag: translation" in card and "BLEU" in card
-    # The card's metadata is what the Hub (and scripts/push_to_hub.py) accepts.
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    try:
-        import push_to_hub
-    finally:
-        sys.path.pop(0)
-    metadata = push_to_hub.card_metadata(card)
-    assert push_to_hub.metadata_problems(metadata) == []
+    # The card's metadata is what the Hub (and vanilla-push) accepts.
+    from modeling_vanilla.model_card import card_metadata, metadata_problems
+
+    metadata = card_metadata(card)
+    assert metadata_problems(metadata) == []
     assert metadata["datasets"] == ["bentrevett/multi30k"] and metadata["language"] == ["en", "de"]
     assert summary["test"]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -258,23 +249,31 @@ def test_two_processes_match_one_process_with_update_freq_2(toy_data, tmp_path):
 
 def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_path, monkeypatch, capsys):
     import modeling_vanilla.trainer as trainer
+    from modeling_vanilla.cli.train import main
 
-    real = trainer.micro_batch_loss
-    calls = []
+    real = trainer.batch_loss
+    weights_seen = []  # the model's parameters at each forward (one batch per update here)
 
-    def poisoned(model, batch, epsilon, normalizer):
-        calls.append(1)
-        loss = real(model, batch, epsilon, normalizer)
-        return loss * float("nan") if len(calls) > 2 else loss  # two good updates, then only NaN
+    def poisoned(model, batch, label_smoothing, normalizer):
+        weights_seen.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        loss = real(model, batch, label_smoothing, normalizer)
+        return loss * float("nan") if len(weights_seen) > 2 else loss  # two good updates, then only NaN
 
-    monkeypatch.setattr(trainer, "micro_batch_loss", poisoned)
+    monkeypatch.setattr(trainer, "batch_loss", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(RuntimeError, match="not finite for 3 updates in a row \\(step 3\\).*--lr-scale"):
-        trainer.main(train_args(toy_data, out, "--max-steps", "8", "--precision", "fp32", "--eval-every", "0",
-                                "--max-bad-updates", "3"))
+        main(train_args(toy_data, out, "--max-steps", "8", "--precision", "fp32", "--eval-every", "0",
+                        "--max-bad-updates", "3"))
     assert "Step 3: loss is nan; update skipped (2 in a row)" in capsys.readouterr().out
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2]  # the skipped updates changed nothing
+    assert steps == [1, 2]  # the skipped updates logged nothing
+    assert len(weights_seen) == 5  # 2 good updates, then 3 skipped ones
+    # A good update changes the weights (so the comparison below can fail) ...
+    assert any(not torch.equal(weights_seen[0][n], weights_seen[1][n]) for n in weights_seen[0])
+    # ... and the skipped updates left every weight exactly as the last good update did.
+    for later in weights_seen[3:]:
+        for name, tensor in weights_seen[2].items():
+            assert torch.equal(later[name], tensor), name
 
 
 # Bad input: clear errors before training starts
@@ -292,7 +291,7 @@ def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_p
     ],
 )
 def test_bad_arguments_fail_before_training(toy_data, tmp_path, capsys, extra, message):
-    from modeling_vanilla.trainer import parse_args
+    from modeling_vanilla.options import parse_train_args as parse_args
 
     with pytest.raises(SystemExit) as exit_info:
         parse_args(train_args(toy_data, tmp_path / "out", "--max-steps", "1", *extra))
@@ -301,7 +300,8 @@ def test_bad_arguments_fail_before_training(toy_data, tmp_path, capsys, extra, m
 
 
 def test_output_folder_with_a_different_run_is_refused(toy_data, tmp_path, capsys):
-    from modeling_vanilla.trainer import RUN_CONFIG, parse_args
+    from modeling_vanilla.options import RUN_CONFIG
+    from modeling_vanilla.options import parse_train_args as parse_args
 
     out = tmp_path / "out"
     out.mkdir()
@@ -317,24 +317,26 @@ def test_output_folder_with_a_different_run_is_refused(toy_data, tmp_path, capsy
 
 
 def test_average_checkpoints_script_writes_a_loadable_model(toy_data, tmp_path):
-    from modeling_vanilla.trainer import main
+    from modeling_vanilla.cli import average_checkpoints as script
+    from modeling_vanilla.cli.train import main
 
     out = tmp_path / "run"
     main(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--eval-every", "0", "--save-every", "2"))
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    try:
-        import average_checkpoints as script
-    finally:
-        sys.path.pop(0)
     averaged_dir = script.main([str(out), "--last", "2", "--output", str(tmp_path / "avg")])
     from transformers import AutoModelForSeq2SeqLM
 
     model = AutoModelForSeq2SeqLM.from_pretrained(averaged_dir)
-    expected = average_checkpoints([out / "checkpoints" / "step-0000002", out / "checkpoints" / "step-0000004"])
+    # The expected values come from the two checkpoint files themselves, not from the function under test.
+    first = load_file(out / "checkpoints" / "step-0000002" / "model.safetensors")
+    second = load_file(out / "checkpoints" / "step-0000004" / "model.safetensors")
     weights = dict(model.named_parameters())
-    for name, tensor in expected.items():
+    compared = 0
+    for name in first:
         if name in weights:
-            torch.testing.assert_close(weights[name].detach(), tensor)
+            torch.testing.assert_close(weights[name].detach(), (first[name].float() + second[name].float()) / 2)
+            compared += 1
+    assert compared == len(weights)  # every parameter of the model was checked
+    assert any(not torch.equal(first[n], second[n]) for n in first)  # the two checkpoints differ
     assert model.lm_head.weight is model.get_input_embeddings().weight
     with pytest.raises(SystemExit):
         script.main([str(out), "--last", "9", "--output", str(tmp_path / "avg9")])

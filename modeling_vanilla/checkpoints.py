@@ -1,14 +1,9 @@
-"""The training recipe of section 5 of "Attention Is All You Need", as library functions.
+"""Checkpoints that a crash cannot leave half-written, the state of a run, and section 6.1's averaging.
 
-- Section 5.3: Adam with beta_1 = 0.9, beta_2 = 0.98, epsilon = 1e-9, and the learning rate of Eq. (3),
-  lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), with warmup_steps = 4000.
-- Section 5.4: label smoothing with epsilon_ls = 0.1 and residual dropout live in the model
-  (`forward(labels=..., label_smoothing=0.1)` and `config.dropout`).
-- Section 6.1: averaging the last checkpoints.
-- Checkpoints that a crash cannot leave half-written (`CheckpointManager`).
-
-The training loop itself is in `modeling_vanilla.trainer`; this module holds the pieces it is made of, so that
-they can be tested and reused on their own. Nothing here is imported by the modeling file.
+- `CheckpointManager`: `checkpoints/step-0000123/` folders written atomically through Accelerate, the last K kept.
+- `TrainState`: where training stands (step, epoch, batch position, tokens, validation history), saved with each.
+- Section 6.1: "averaging the last 5 checkpoints, which were written at 10-minute intervals" (base), 20 (big):
+  `average_checkpoints` and `load_averaged_weights`.
 """
 
 from __future__ import annotations
@@ -16,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,38 +19,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-
-# Section 5.3: Adam's hyperparameters.
-ADAM_BETAS = (0.9, 0.98)
-ADAM_EPS = 1e-9
-
-
-def inverse_sqrt_learning_rate(step: int, d_model: int, warmup_steps: int = 4000, scale: float = 1.0) -> float:
-    """Eq. (3): lrate = scale * d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), step counted from 1.
-
-    The rate rises linearly for `warmup_steps` steps, then decays with the inverse square root of the step.
-    `scale` (1 in the paper) multiplies the whole curve.
-    """
-    step = max(step, 1)
-    return scale * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
-
-
-def build_optimizer(model: nn.Module, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """Section 5.3: Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9). The base rate is 1: the scheduler sets it."""
-    if weight_decay:  # Not in the paper: optional decoupled weight decay.
-        return torch.optim.AdamW(model.parameters(), lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, d_model: int, warmup_steps: int = 4000, scale: float = 1.0):
-    """A LambdaLR that gives the optimizer the Eq. (3) rate for the step about to be taken (1, 2, ...)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda done: inverse_sqrt_learning_rate(done + 1, d_model, warmup_steps, scale)
-    )
-
-
-# Checkpoints
-
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 
@@ -115,6 +79,7 @@ class CheckpointManager:
             os.replace(temporary, final)
             self._prune()
         accelerator.wait_for_everyone()
+        _crash_test_hook(step)
         return final
 
     def _prune(self) -> None:
@@ -159,6 +124,13 @@ class CheckpointManager:
                 return folder
             self.log(f"Skipping checkpoint {folder}: {problem}.")
         return None
+
+
+def _crash_test_hook(step: int) -> None:
+    """For the resume test (tests/test_training.py) only: die by SIGKILL right after checkpoint `step` is written,
+    as a preempted job would, when VANILLA_TEST_SIGKILL_AFTER_STEP names that step."""
+    if os.environ.get("VANILLA_TEST_SIGKILL_AFTER_STEP") == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # Section 6.1: checkpoint averaging

@@ -1,0 +1,134 @@
+"""The model card (README.md of a model folder or Hub repo): one writer and one metadata check.
+
+`write_model_card` fills the repository's model_card.md template; `vanilla-train` gives it a run's facts and
+`vanilla-push` the facts given on its command line. `check_model_card` refuses a card whose YAML metadata lacks
+what the Hub and `pipeline("translation")` users need, naming every missing field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+TEMPLATE = Path(__file__).with_name("model_card.md")  # a link to model_card.md at the repository root
+# The "How to use" example translates one of these, by source language (English for any other).
+EXAMPLE_SENTENCES = {
+    "en": "A man is riding a bicycle.", "de": "Ein Mann fährt Fahrrad.", "fr": "Un homme fait du vélo.",
+}
+
+
+class ModelCardError(ValueError):
+    """The model card's metadata is incomplete: the message names each missing field and how to fill it."""
+
+
+def write_model_card(*, name: str, languages: Sequence[str], datasets: Sequence[str], dataset_name: str, bleu,
+                     summary: str, architecture: str, data: str, training: str, evaluation: str) -> str:
+    """model_card.md with every {{field}} filled; the metadata header is re-written by YAML (quoting and all)."""
+    import yaml
+
+    if not TEMPLATE.is_file():
+        raise FileNotFoundError(f"The model card template {TEMPLATE} is missing: reinstall the package.")
+    values = {
+        "model_name": name,
+        "language": yaml.safe_dump(list(languages), default_flow_style=True).strip(),
+        "datasets": yaml.safe_dump(list(datasets), default_flow_style=True).strip(),
+        "dataset_type": datasets[0] if datasets else "local",
+        "dataset_name": dataset_name,
+        "bleu": "null" if bleu is None else str(bleu),
+        "summary": summary, "architecture": architecture, "data": data, "training": training,
+        "evaluation": evaluation,
+        "source_example": EXAMPLE_SENTENCES.get(languages[0] if languages else "", EXAMPLE_SENTENCES["en"]),
+    }
+    text = TEMPLATE.read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    if "{{" in text:
+        start = text.index("{{")
+        raise ModelCardError(f"{TEMPLATE} has a field the writer does not fill: {text[start : text.index('}}', start) + 2]}")
+    metadata = card_metadata(text)
+    body = text[text.index("\n---", 3) + len("\n---") :]
+    return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---" + body
+
+
+def describe_architecture(config) -> str:
+    """One line of the config's section-3 hyperparameters, for the card."""
+    return (f"N={config.num_encoder_layers}+{config.num_decoder_layers}, d_model={config.d_model}, d_ff={config.d_ff}, "
+            f"h={config.num_heads}, P_drop={config.dropout}, {config.positional_encoding} positions, "
+            f"{config.layer_norm}-norm, vocabulary {config.vocab_size}")
+
+
+def card_metadata(text: str) -> dict:
+    """The YAML header of a model card (between the leading `---` lines), as a dict."""
+    import yaml
+
+    if not text.startswith("---\n") or "\n---" not in text[3:]:
+        raise ModelCardError("the model card has no YAML metadata header (a block between two '---' lines at the top).")
+    header = text[4 : text.index("\n---", 3)]
+    try:
+        metadata = yaml.safe_load(header) or {}
+    except yaml.YAMLError as error:
+        raise ModelCardError(f"the model card's YAML metadata header does not parse: {error}") from None
+    if not isinstance(metadata, dict):
+        raise ModelCardError("the model card's YAML metadata header is not a mapping of fields.")
+    return metadata
+
+
+def check_model_card(text: str, source: str) -> None:
+    """Raise `ModelCardError` naming every missing metadata field of the card read from `source`."""
+    problems = metadata_problems(card_metadata(text))
+    if problems:
+        raise ModelCardError(
+            f"not uploading: the model card {source} is incomplete:\n- " + "\n- ".join(problems) + "\nFix the card's "
+            "YAML header (or, for a folder without README.md, pass --language / --dataset / --bleu)."
+        )
+
+
+def metadata_problems(metadata: dict) -> list[str]:
+    """Every field the Hub and `pipeline("translation")` users need that is missing or wrong; [] when complete."""
+    problems = []
+    for field, example in (
+        ("language", "[en, de]"),
+        ("license", "apache-2.0"),
+        ("tags", "[translation, transformer]"),
+        ("datasets", "[bentrevett/multi30k] (Hub dataset ids of the training data)"),
+    ):
+        if not metadata.get(field):
+            problems.append(f"field '{field}' is missing or empty (e.g. {field}: {example})")
+    for field, required in (("pipeline_tag", "translation"), ("library_name", "transformers")):
+        if metadata.get(field) != required:
+            problems.append(f"field '{field}' must be '{required}', got {metadata.get(field)!r}")
+    if "bleu" not in [str(metric).lower() for metric in metadata.get("metrics") or []]:
+        problems.append("field 'metrics' must list bleu (e.g. metrics: [bleu, chrf])")
+    return problems + _model_index_problems(metadata.get("model-index"))
+
+
+def _model_index_problems(model_index) -> list[str]:
+    """The Hub rejects a result without task type, dataset type and name, or metric type and value."""
+    if not isinstance(model_index, list) or not model_index:
+        return ["field 'model-index' is missing: it holds the BLEU score (see model_card.md)"]
+    problems, bleu_found = [], False
+    for i, entry in enumerate(model_index):
+        for j, result in enumerate((entry or {}).get("results") or []):
+            where = f"model-index[{i}].results[{j}]"
+            if not (result.get("task") or {}).get("type"):
+                problems.append(f"field '{where}.task.type' is missing (translation)")
+            dataset = result.get("dataset") or {}
+            for key in ("type", "name"):
+                if not dataset.get(key):
+                    problems.append(
+                        f"field '{where}.dataset.{key}' is missing: the Hub rejects a result without the dataset it "
+                        "was measured on (type: the Hub dataset id, name: a readable name)"
+                    )
+            for k, metric in enumerate(result.get("metrics") or []):
+                if str(metric.get("type", "")).lower() != "bleu":
+                    continue
+                bleu_found = True
+                value = metric.get("value")
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    problems.append(
+                        f"field '{where}.metrics[{k}].value' (BLEU) is {value!r}: evaluate the model and fill in its "
+                        "test BLEU"
+                    )
+    if not bleu_found:
+        problems.append("field 'model-index' has no BLEU result (a metric of type bleu with its value)")
+    return problems

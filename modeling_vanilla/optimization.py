@@ -1,0 +1,38 @@
+"""Section 5.3 of the paper: the optimizer and the learning-rate schedule.
+
+Adam with beta_1 = 0.9, beta_2 = 0.98, epsilon = 1e-9, and the learning rate of Eq. (3),
+lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), with warmup_steps = 4000.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Section 5.3: Adam's hyperparameters.
+ADAM_BETAS = (0.9, 0.98)
+ADAM_EPS = 1e-9
+
+
+def inverse_sqrt_learning_rate(step: int, d_model: int, warmup_steps: int = 4000, scale: float = 1.0) -> float:
+    """Eq. (3): lrate = scale * d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), step counted from 1.
+
+    The rate rises linearly for `warmup_steps` steps, then decays with the inverse square root of the step.
+    `scale` (1 in the paper) multiplies the whole curve.
+    """
+    step = max(step, 1)
+    return scale * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+
+
+def build_optimizer(model: nn.Module, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Section 5.3: Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9). The base rate is 1: the scheduler sets it."""
+    if weight_decay:  # Not in the paper: optional decoupled weight decay.
+        return torch.optim.AdamW(model.parameters(), lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, d_model: int, warmup_steps: int = 4000, scale: float = 1.0):
+    """A LambdaLR that gives the optimizer the Eq. (3) rate for the step about to be taken (1, 2, ...)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda done: inverse_sqrt_learning_rate(done + 1, d_model, warmup_steps, scale)
+    )
