@@ -1,9 +1,10 @@
 """The Transformer of "Attention Is All You Need" (Vaswani et al., 2017, arXiv:1706.03762).
 
-The file follows section 3 of the paper: scaled dot-product attention (3.2.1), multi-head attention (3.2.2),
-the position-wise feed-forward network (3.3), embeddings (3.4), positional encoding (3.5), the encoder and
-decoder layers and stacks (3.1), and last the Hugging Face models built from them. Every departure from the
-paper is a config option that defaults to the paper and is marked `# Not in the paper:` where it is coded.
+The file follows section 3 of the paper, parts before the whole: scaled dot-product attention (3.2.1), multi-head
+attention (3.2.2), the three uses of attention in the model and their masks (3.2.3), the position-wise feed-forward
+network (3.3), embeddings and softmax (3.4), positional encoding (3.5), the encoder and decoder layers and stacks
+(3.1), and last the Hugging Face models built from them. Every departure from the paper is a config option that
+defaults to the paper and is marked `# Not in the paper:` where it is coded.
 
 Shapes: B batch, S source length, T target length, h heads, d_k / d_v per-head widths, V vocabulary.
 """
@@ -42,7 +43,7 @@ _accept_past_key_values = deprecate_kwarg(
 )
 
 
-# Helpers: inputs and masks
+# Helpers: inputs
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
@@ -65,34 +66,6 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str) -> None
             f"(config.vocab_size={vocab_size}). Use the tokenizer that was trained with this model"
             + (", and pass labels (with -100 for ignored positions) as `labels`, not as ids." if bad == -100 else ".")
         )
-
-
-def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, L) with 1 for tokens and 0 for padding -> (B, 1, 1, L) bool, True where a key may be attended to."""
-    if attention_mask is None:
-        return None
-    return attention_mask[:, None, None, :].bool()
-
-
-def causal_mask(query_length: int, key_length: int, device: torch.device) -> torch.Tensor:
-    """The decoder's mask, section 3.2.3: a query sees keys up to its own position, never later ones.
-
-    With a cache the queries are the last `query_length` of `key_length` positions. Returns (1, 1, T_q, T_k) bool.
-    """
-    query_positions = torch.arange(key_length - query_length, key_length, device=device)
-    key_positions = torch.arange(key_length, device=device)
-    return (key_positions[None, :] <= query_positions[:, None])[None, None]
-
-
-def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
-    """Logical AND of broadcastable bool masks, ignoring the ones that are None."""
-    present = [mask for mask in masks if mask is not None]
-    if not present:
-        return None
-    combined = present[0]
-    for mask in present[1:]:
-        combined = combined & mask
-    return combined
 
 
 # Section 3.2.1: scaled dot-product attention
@@ -134,12 +107,16 @@ class VanillaMultiHeadAttention(nn.Module):
     The h projections W_i^Q are stored side by side as one (d_model -> h*d_k) matrix, likewise W^K and W^V.
     The paper's projections are plain matrices, so there are no biases.
 
+    This class is self-attention: queries, keys and values all come from the same positions (the encoder's and the
+    decoder's self-attention, section 3.2.3). `VanillaEncoderDecoderAttention` below takes its keys and values from
+    the encoder output instead.
+
     The kernel comes from transformers' attention interface (`config._attn_implementation`): "sdpa" (PyTorch's
     fused scaled_dot_product_attention, the default) or "eager" (`eager_attention_forward` above). Both compute
     Eq. (1); only eager returns the weights, so `output_attentions=True` runs eager for that call.
     """
 
-    def __init__(self, config: VanillaTransformerConfig, is_cross_attention: bool = False, layer_idx: int = 0):
+    def __init__(self, config: VanillaTransformerConfig, layer_idx: int = 0):
         super().__init__()
         self.config = config
         self.num_heads = config.num_heads
@@ -147,7 +124,6 @@ class VanillaMultiHeadAttention(nn.Module):
         self.d_v = config.d_v or config.d_model // config.num_heads
         self.scaling = self.d_k**-0.5  # the 1/sqrt(d_k) of Eq. (1)
         self.attention_dropout = config.attention_dropout
-        self.is_cross_attention = is_cross_attention
         self.is_causal = False  # masks are always passed explicitly, so the kernel must not add its own
         self.layer_idx = layer_idx  # which layer's keys and values this module keeps in the cache
 
@@ -159,6 +135,17 @@ class VanillaMultiHeadAttention(nn.Module):
     def _split_heads(self, x: torch.Tensor, head_dim: int) -> torch.Tensor:
         batch_size, length, _ = x.shape
         return x.view(batch_size, length, self.num_heads, head_dim).transpose(1, 2)  # (B, h, L, head_dim)
+
+    def keys_and_values(
+        self, hidden_states: torch.Tensor, cache: EncoderDecoderCache | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """K W^K and V W^V of every head, from the positions being attended to: hidden_states (B, T_q, d_model)."""
+        key = self._split_heads(self.k_proj(hidden_states), self.d_k)  # (B, h, T_q, d_k)
+        value = self._split_heads(self.v_proj(hidden_states), self.d_v)  # (B, h, T_q, d_v)
+        if cache is not None:
+            # Incremental decoding: append this step's keys and values to the earlier ones.
+            key, value = cache.self_attention_cache.update(key, value, self.layer_idx)  # (B, h, T_k, .)
+        return key, value
 
     def forward(
         self,
@@ -172,24 +159,9 @@ class VanillaMultiHeadAttention(nn.Module):
         (B, T_k, d_model) in encoder-decoder attention, else from hidden_states (self-attention)."""
         batch_size, query_length, _ = hidden_states.shape
         query = self._split_heads(self.q_proj(hidden_states), self.d_k)  # (B, h, T_q, d_k)
-
-        if self.is_cross_attention:
-            # The encoder output does not change while decoding: project it once, then reuse it.
-            if cache is not None and cache.is_updated.get(self.layer_idx):
-                layer_cache = cache.cross_attention_cache.layers[self.layer_idx]
-                key, value = layer_cache.keys, layer_cache.values
-            else:
-                key = self._split_heads(self.k_proj(key_value_states), self.d_k)  # (B, h, S, d_k)
-                value = self._split_heads(self.v_proj(key_value_states), self.d_v)  # (B, h, S, d_v)
-                if cache is not None:
-                    key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
-                    cache.is_updated[self.layer_idx] = True
-        else:
-            key = self._split_heads(self.k_proj(hidden_states), self.d_k)  # (B, h, T_q, d_k)
-            value = self._split_heads(self.v_proj(hidden_states), self.d_v)  # (B, h, T_q, d_v)
-            if cache is not None:
-                # Incremental decoding: append this step's keys and values to the earlier ones.
-                key, value = cache.self_attention_cache.update(key, value, self.layer_idx)  # (B, h, T_k, .)
+        key, value = self.keys_and_values(
+            hidden_states if key_value_states is None else key_value_states, cache
+        )  # (B, h, T_k, d_k), (B, h, T_k, d_v)
 
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
@@ -204,6 +176,69 @@ class VanillaMultiHeadAttention(nn.Module):
         )  # output (B, T_q, h, d_v)
         output = output.reshape(batch_size, query_length, self.num_heads * self.d_v)  # Concat(head_1..head_h)
         return self.out_proj(output), weights  # (B, T_q, d_model)
+
+
+# Section 3.2.3: applications of attention in the model
+#
+# The same multi-head attention is used in three ways; what differs is where the keys and values come from and
+# which connections the mask forbids (bool masks, True = may attend, broadcast over heads):
+#
+# 1. Encoder self-attention (`VanillaEncoderLayer.self_attn`): every source position attends to every source
+#    position; only padding is masked (`padding_mask`).
+# 2. Masked decoder self-attention (`VanillaDecoderLayer.self_attn`): each target position attends to the positions
+#    up to and including itself (`causal_mask`), and not to target padding (`combine_masks`), "to preserve the
+#    auto-regressive property".
+# 3. Encoder-decoder attention (`VanillaDecoderLayer.encoder_attn`, `VanillaEncoderDecoderAttention`): queries from
+#    the previous decoder layer, keys and values from the encoder output; source padding is masked.
+
+
+def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Uses 1-3: (B, L) with 1 for tokens and 0 for padding -> (B, 1, 1, L) bool, True where a key may be attended
+    to."""
+    if attention_mask is None:
+        return None
+    return attention_mask[:, None, None, :].bool()
+
+
+def causal_mask(query_length: int, key_length: int, device: torch.device) -> torch.Tensor:
+    """Use 2, the decoder's mask: a query sees keys up to its own position, never later ones.
+
+    With a cache the queries are the last `query_length` of `key_length` positions. Returns (1, 1, T_q, T_k) bool.
+    """
+    query_positions = torch.arange(key_length - query_length, key_length, device=device)
+    key_positions = torch.arange(key_length, device=device)
+    return (key_positions[None, :] <= query_positions[:, None])[None, None]
+
+
+def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
+    """Logical AND of broadcastable bool masks, ignoring the ones that are None."""
+    present = [mask for mask in masks if mask is not None]
+    if not present:
+        return None
+    combined = present[0]
+    for mask in present[1:]:
+        combined = combined & mask
+    return combined
+
+
+class VanillaEncoderDecoderAttention(VanillaMultiHeadAttention):
+    """Use 3, encoder-decoder attention: "the queries come from the previous decoder layer, and the memory keys and
+    values come from the output of the encoder" (section 3.2.3). Every decoder position attends to every source
+    position. Called with key_value_states, the encoder output (B, S, d_model)."""
+
+    def keys_and_values(
+        self, encoder_hidden_states: torch.Tensor, cache: EncoderDecoderCache | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # The encoder output does not change while decoding: project it once, then reuse it.
+        if cache is not None and cache.is_updated.get(self.layer_idx):
+            layer_cache = cache.cross_attention_cache.layers[self.layer_idx]
+            return layer_cache.keys, layer_cache.values
+        key = self._split_heads(self.k_proj(encoder_hidden_states), self.d_k)  # (B, h, S, d_k)
+        value = self._split_heads(self.v_proj(encoder_hidden_states), self.d_v)  # (B, h, S, d_v)
+        if cache is not None:
+            key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
+            cache.is_updated[self.layer_idx] = True
+        return key, value
 
 
 # Section 3.3: position-wise feed-forward network
@@ -223,6 +258,44 @@ class VanillaFeedForward(nn.Module):
         # Not in the paper: dropout after the ReLU (config.activation_dropout, default 0).
         hidden_states = nn.functional.dropout(hidden_states, p=self.activation_dropout, training=self.training)
         return self.fc2(hidden_states)  # (B, L, d_model)
+
+
+# Section 3.4: embeddings and softmax
+#
+# "We use learned embeddings to convert the input tokens and output tokens to vectors of dimension d_model. We also
+# use the usual learned linear transformation and softmax function to convert the decoder output to predicted
+# next-token probabilities. In our model, we share the same weight matrix between the two embedding layers and the
+# pre-softmax linear transformation [...]. In the embedding layers, we multiply those weights by sqrt(d_model)."
+# The pieces are built here; the stacks apply the scaling (`VanillaStack.embed`), the bare model holds the two
+# embeddings, and the generation model the projection (`lm_head`), where transformers expects them. The softmax
+# itself is in the loss (cross-entropy over the logits) and in `generate()`.
+
+
+def token_embeddings(config: VanillaTransformerConfig) -> tuple[nn.Embedding, nn.Embedding]:
+    """The encoder's and the decoder's embedding, (V, d_model) each: one module when the weights are tied."""
+    encoder_embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+    if config.tie_word_embeddings:
+        return encoder_embed, encoder_embed  # one weight matrix for both embedding layers
+    # Not in the paper: tie_word_embeddings=False gives the encoder and decoder their own embeddings.
+    return encoder_embed, nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+
+
+def embedding_scale(config: VanillaTransformerConfig) -> float:
+    """The factor sqrt(d_model) on the embedding weights, applied in `VanillaStack.embed`."""
+    # Not in the paper: scale_embedding=False leaves the embeddings unscaled.
+    return math.sqrt(config.d_model) if config.scale_embedding else 1.0
+
+
+def pre_softmax_projection(config: VanillaTransformerConfig) -> nn.Linear:
+    """The learned linear transformation from the decoder output (B, T, d_model) to next-token logits (B, T, V).
+    A plain matrix, as the embeddings it is tied to: no bias."""
+    return nn.Linear(config.d_model, config.vocab_size, bias=False)
+
+
+# The weight sharing, as transformers declares it (`_tied_weights_keys`, target -> source): it ties the weights again
+# after loading and after `resize_token_embeddings`, and saves the shared matrix once.
+TIED_DECODER_EMBEDDING = {"decoder.embed_tokens.weight": "encoder.embed_tokens.weight"}  # in VanillaTransformerModel
+TIED_PRE_SOFTMAX_PROJECTION = {"lm_head.weight": "model.encoder.embed_tokens.weight"}  # in ...ForConditionalGeneration
 
 
 # Section 3.5: positional encoding
@@ -308,7 +381,8 @@ class VanillaEncoderLayer(VanillaSublayers):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states (B, S, d_model); attention_mask (B, 1, 1, S), False on source padding."""
-        # Sub-layer 1: self-attention; every position attends to every non-padding source position.
+        # Sub-layer 1: self-attention (section 3.2.3, use 1); every position attends to every non-padding source
+        # position.
         attention, weights = self.self_attn(
             self.sublayer_input(hidden_states, self.self_attn_layer_norm),
             attention_mask=attention_mask,
@@ -330,7 +404,7 @@ class VanillaDecoderLayer(VanillaSublayers):
         super().__init__(config)
         self.self_attn = VanillaMultiHeadAttention(config, layer_idx=layer_idx)
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.encoder_attn = VanillaMultiHeadAttention(config, is_cross_attention=True, layer_idx=layer_idx)
+        self.encoder_attn = VanillaEncoderDecoderAttention(config, layer_idx=layer_idx)
         self.encoder_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.ffn = VanillaFeedForward(config)
         self.final_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
@@ -346,7 +420,7 @@ class VanillaDecoderLayer(VanillaSublayers):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """hidden_states (B, T, d_model); encoder_hidden_states (B, S, d_model); attention_mask
         (B or 1, 1, T, T_k) causal and target padding; encoder_attention_mask (B, 1, 1, S) source padding."""
-        # Sub-layer 1: masked self-attention; position i sees positions <= i only.
+        # Sub-layer 1: masked self-attention (section 3.2.3, use 2); position i sees positions <= i only.
         attention, self_weights = self.self_attn(
             self.sublayer_input(hidden_states, self.self_attn_layer_norm),
             attention_mask=attention_mask,
@@ -355,7 +429,8 @@ class VanillaDecoderLayer(VanillaSublayers):
         )
         hidden_states = self.add_and_norm(hidden_states, attention, self.self_attn_layer_norm)
 
-        # Sub-layer 2: encoder-decoder attention; queries from the decoder, keys and values from the encoder.
+        # Sub-layer 2: encoder-decoder attention (section 3.2.3, use 3); queries from the decoder, keys and values
+        # from the encoder.
         attention, cross_weights = self.encoder_attn(
             self.sublayer_input(hidden_states, self.encoder_attn_layer_norm),
             key_value_states=encoder_hidden_states,
@@ -381,7 +456,7 @@ class VanillaStack(nn.Module):
         super().__init__()
         self.config = config
         self.embed_tokens = embed_tokens
-        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0  # section 3.4
+        self.embed_scale = embedding_scale(config)  # section 3.4
         if config.positional_encoding == "sinusoidal":
             self.embed_positions = SinusoidalPositionalEncoding(config.max_position_embeddings, config.d_model)
         else:
@@ -633,14 +708,9 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
 
     def __init__(self, config: VanillaTransformerConfig):
         super().__init__(config)
-        encoder_embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        encoder_embed, decoder_embed = token_embeddings(config)  # section 3.4
         if config.tie_word_embeddings:
-            # Section 3.4: one weight matrix for both embedding layers (and the pre-softmax projection).
-            decoder_embed = encoder_embed
-            self._tied_weights_keys = {"decoder.embed_tokens.weight": "encoder.embed_tokens.weight"}
-        else:
-            # Not in the paper: tie_word_embeddings=False gives the encoder and decoder their own embeddings.
-            decoder_embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+            self._tied_weights_keys = dict(TIED_DECODER_EMBEDDING)
         self.encoder = VanillaTransformerEncoder(config, encoder_embed)
         self.decoder = VanillaTransformerDecoder(config, decoder_embed)
         self.post_init()
@@ -713,7 +783,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     """The full model of Figure 1: encoder-decoder, then the linear pre-softmax projection (section 3.4), with
     the cross-entropy loss from `labels` and `generate()` (beam size 4, length penalty 0.6: section 6.1)."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.encoder.embed_tokens.weight"}
+    _tied_weights_keys = TIED_PRE_SOFTMAX_PROJECTION  # section 3.4, with the embeddings when tie_word_embeddings
     # Trainer passes `num_items_in_batch` (the label tokens of the whole accumulated batch, over all processes) to
     # forward, and then does not divide the loss by the accumulation steps itself: the loss is then the mean over
     # every token of the update, whatever the accumulation steps, number of processes and lengths of the micro-batches.
@@ -722,7 +792,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     def __init__(self, config: VanillaTransformerConfig):
         super().__init__(config)
         self.model = VanillaTransformerModel(config)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = pre_softmax_projection(config)  # section 3.4
         self.post_init()
         # Section 6.1: beam search with a beam size of 4 and length penalty alpha = 0.6. The paper used GNMT's
         # penalty lp(Y) = ((5 + |Y|) / 6)^alpha; transformers divides the log-probability by |Y|^alpha instead.
@@ -793,7 +863,8 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             return_dict=True,
         )
         hidden_states = outputs.last_hidden_state  # (B, T, d_model)
-        logits = self.lm_head(hidden_states) if output_logits else None  # (B, T, V), the softmax's input
+        # Section 3.4: the pre-softmax projection; the softmax is inside the cross-entropy below.
+        logits = self.lm_head(hidden_states) if output_logits else None  # (B, T, V)
 
         loss = None
         if labels is not None:
