@@ -19,6 +19,7 @@ import torch
 from datasets import DatasetDict, IterableDatasetDict
 from torch.utils.data import DataLoader
 
+from modeling_vanilla.cli import benchmark, data_report, make_toy_data
 from modeling_vanilla.data import (
     DropCounts,
     TokenBatchSampler,
@@ -720,6 +721,124 @@ def test_data_and_tokenization_modules_do_not_import_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Commands: vanilla-toy-data, vanilla-data-report, vanilla-benchmark (modeling_vanilla.cli; scripts/ call them)
+# ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [make_toy_data, data_report, benchmark], ids=lambda module: module.__name__)
+def test_command_help_exits_0_under_the_installed_name(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        command.main(["--help"])
+    assert exit_info.value.code == 0
+    name = {make_toy_data: "vanilla-toy-data", data_report: "vanilla-data-report", benchmark: "vanilla-benchmark"}
+    assert capsys.readouterr().out.startswith(f"usage: {name[command]} ")
+
+
+def test_toy_data_command_writes_aligned_files_reproducibly(tmp_path, capsys):
+    argv = ["--train", "30", "--valid", "4", "--test", "5", "--seed", "7"]
+    assert make_toy_data.main([str(tmp_path / "a"), *argv]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'a'}/{{train,valid,test}}.{{en,de}}\n"
+    assert make_toy_data.main([str(tmp_path / "b"), *argv]) == 0
+    for split, count in (("train", 30), ("valid", 4), ("test", 5)):
+        for language in ("en", "de"):
+            text = (tmp_path / "a" / f"{split}.{language}").read_text(encoding="utf-8")
+            assert len(text.splitlines()) == count and all(text.splitlines())
+            assert text == (tmp_path / "b" / f"{split}.{language}").read_text(encoding="utf-8")  # same seed
+    data = load_translation_dataset("en", "de", text_files={"train": tmp_path / "a/train"}, cache_dir=tmp_path / "c")
+    assert len(data["train"]) == 30
+
+
+def fake_shared_data(folder: Path) -> Path:
+    """A ../shared/data look-alike made of toy corpora: multi30k/ (EN, DE only) and wmt-newstest/de-en/."""
+    write_toy_corpus(folder / "toy", train=300, valid=20, test=20, seed=0)
+    (folder / "multi30k").mkdir(parents=True)
+    for split, name in (("train", "train"), ("valid", "val"), ("test", "test_2016_flickr")):
+        for language in ("en", "de"):
+            text = (folder / "toy" / f"{split}.{language}").read_bytes()
+            (folder / "multi30k" / f"{name}.{language}").write_bytes(text)
+    news = folder / "wmt-newstest" / "de-en"
+    news.mkdir(parents=True)
+    for year in range(2008, 2017):
+        write_toy_corpus(folder / f"toy{year}", train=10 + year - 2008, valid=0, test=0, seed=year)
+        for language in ("en", "de"):
+            text = (folder / f"toy{year}" / f"train.{language}").read_bytes()
+            (news / f"newstest{year}.{language}").write_bytes(text)
+    return folder
+
+
+def test_data_report_command_runs_the_pipeline_on_a_data_folder(tmp_path, capsys):
+    data_dir = fake_shared_data(tmp_path / "shared")
+    argv = ["--data-dir", str(data_dir), "--vocab-size", "300", "--repeats", "1", "--max-tokens", "256"]
+    assert data_report.main(argv) == 0
+    output = capsys.readouterr().out
+    assert "test2016.en: round trip exact on 20/20 lines" in output and "test2016.fr" not in output
+    for loader in ("JSON lines", "streaming text", "streaming JSON lines"):
+        assert f"loading: {loader} gives the same 300 pairs in the same order as plain text: True" in output
+    assert "preprocess Multi30k train, 2 process(es)" in output and "kept 300 of 300 pairs" in output
+    assert "Multi30k train: 300 pairs -> " in output
+    # newstest2008-2012 + 2015-2016 train (10+11+12+13+14 + 17+18 lines), 2013 validation, 2014 test
+    assert "WMT news: train 95 pairs, validation 15 pairs, test 16 pairs" in output
+    assert output.count("every pair exactly once: True") == 2
+
+    assert data_report.main(["--data-dir", str(tmp_path / "nowhere")]) == 1
+    assert "error: no Multi30k data at" in capsys.readouterr().err
+
+
+def test_benchmark_header_names_the_machine_and_checkpointing_table_has_ratios_to_plain(tmp_path, monkeypatch, capsys):
+    from modeling_vanilla.hardware import describe_machine
+
+    measured = {False: {"activation_mib": 100.0, "peak_mib": 900.0, "seconds": 2.0},
+                True: {"activation_mib": 40.0, "peak_mib": 850.0, "seconds": 3.0}}
+    monkeypatch.setattr(benchmark, "run_isolated", lambda target, *args: measured[args[-1]])
+    assert benchmark.main(["checkpointing", "--preset", "tiny", "--json", str(tmp_path / "b.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"vanilla-benchmark checkpointing on {describe_machine()}")
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]] for line in lines
+            if line.startswith("| ") and "setting" not in line}
+    assert rows == {
+        "plain": ["100", "1.00", "900", "2.00", "1.00"],
+        "checkpointing": ["40", "0.40", "850", "3.00", "1.50"],
+    }
+    assert lines[-1] == "checkpointing / plain: activation memory x0.40, step time x1.50"
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["machine"] == lines[0].removeprefix("vanilla-benchmark checkpointing on ")
+    assert saved["results"]["checkpointing"] == measured[True]
+
+
+def test_benchmark_speed_table_gives_every_row_its_ratio_to_marian_from_the_same_run(capsys):
+    rows = {"bf16_generation_token_agreement": 0.945}
+    for ours, marian, precision in ((300.0, 400.0, "fp32"), (600.0, 750.0, "bf16")):
+        for name, value in (("ours", ours), ("marian", marian)):
+            rows[f"train {name} {precision}"] = {
+                "target_tokens_per_s": value, "peak_mib": value * 2, "mfu_bf16": value / 1000
+            }
+            for kind in ("generate beam4", "generate beam1"):
+                rows[f"{kind} {name} {precision}"] = {"tokens_per_s": value / 2}
+    benchmark.print_speed_table("base", rows)
+    lines = capsys.readouterr().out.splitlines()
+    table = [line for line in lines if line.startswith("| ") and "measurement" not in line and "---" not in line]
+    assert len(table) == 10  # 3 kinds x 2 precisions, peak memory and MFU x 2 precisions
+    for line in table:
+        label, ours, marian, ratio = (cell.strip() for cell in line.split("|")[1:-1])
+        expected = float(ours.rstrip("%")) / float(marian.rstrip("%"))
+        assert ratio == f"{expected:.2f}x", line
+    assert lines[-1] == ("ours bf16 / MarianMT fp32: 1.50x; / MarianMT best: 0.80x; bf16 beam-4 tokens equal to "
+                         "fp32: 94.5%")
+
+
+@pytest.mark.slow
+def test_benchmark_smallest_settings_run_for_real(tmp_path, capsys):
+    """Fresh processes, MarianMT and generate() for real, on the tiny shape (about a minute; `pytest -m slow`)."""
+    assert benchmark.main(["checkpointing", "--preset", "tiny", "--batch-size", "2", "--length", "4"]) == 0
+    speed = ["speed", "--shapes", "tiny", "--warmup", "0", "--repeats", "1", "--json", str(tmp_path / "s.json")]
+    assert benchmark.main(speed) == 0
+    output = capsys.readouterr().out
+    assert "| checkpointing  |" in output and "| train bf16 tokens/s |" in output
+    rows = json.loads((tmp_path / "s.json").read_text())["results"]["shapes"]["tiny"]["rows"]
+    assert rows["train ours fp32"]["peak_mib"] >= 0 and 0 <= rows["bf16_generation_token_agreement"] <= 1
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -4,16 +4,14 @@ Unit tests train on a small corpus written into tmp_path; `test_multi30k_*` use 
 $VANILLA_SHARED_DATA) and skip when it is absent.
 """
 
-import importlib.util
-import os
 import unicodedata
-from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from tests.helpers import MULTI30K, SHARED_DATA, needs_multi30k
 
+from modeling_vanilla.cli import make_toy_data, train_tokenizer
 from modeling_vanilla.tokenization import (
     SPECIAL_TOKENS,
     round_trip_failures,
@@ -148,11 +146,14 @@ def test_multi30k_8000_round_trips_every_test2016_line():
         assert 12 < tokens_per_sentence < 18, tokens_per_sentence
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The command `vanilla-train-tokenizer` (modeling_vanilla.cli.train_tokenizer; scripts/train_tokenizer.py calls it).
+
+
+def test_train_tokenizer_command_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_tokenizer.main(["--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: vanilla-train-tokenizer ")
 
 
 def test_train_tokenizer_script_trains_saves_and_checks(tmp_path, capsys):
@@ -160,10 +161,9 @@ def test_train_tokenizer_script_trains_saves_and_checks(tmp_path, capsys):
     (tmp_path / "train.en").write_text("\n".join(english * 5) + "\n", encoding="utf-8")
     (tmp_path / "train.de").write_text("\n".join(german * 5) + "\n", encoding="utf-8")
     (tmp_path / "held_out.txt").write_text("\n".join(HELD_OUT) + "\n", encoding="utf-8")
-    script = load_script("train_tokenizer")
     argv = ["--source-lang", "en", "--target-lang", "de", "--vocab-size", "300", "--model-max-length", "64"]
     argv += ["--text-files", str(tmp_path / "train"), "--output", str(tmp_path / "tok")]
-    assert script.main(argv + ["--check", str(tmp_path / "held_out.txt")]) == 0
+    assert train_tokenizer.main(argv + ["--check", str(tmp_path / "held_out.txt")]) == 0
     output = capsys.readouterr().out
     assert f"round trip exact on {len(HELD_OUT)}/{len(HELD_OUT)} lines" in output
     loaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
@@ -171,5 +171,20 @@ def test_train_tokenizer_script_trains_saves_and_checks(tmp_path, capsys):
     assert loaded("Ein Mädchen.")["input_ids"][-1] == 2
 
     wrong_language = argv[:3] + ["fr"] + argv[4:]
-    assert script.main(wrong_language) == 1
+    assert train_tokenizer.main(wrong_language) == 1
     assert "error: missing file" in capsys.readouterr().err
+
+
+def test_train_tokenizer_command_on_the_toy_corpus_from_vanilla_toy_data(tmp_path, capsys):
+    """The offline quickstart's first two commands, chained: vanilla-toy-data, then vanilla-train-tokenizer."""
+    assert make_toy_data.main([str(tmp_path / "toy"), "--train", "200", "--valid", "5", "--test", "20"]) == 0
+    toy = tmp_path / "toy"
+    argv = ["--source-lang", "en", "--target-lang", "de", "--vocab-size", "400", "--text-files", str(toy / "train")]
+    argv += ["--output", str(tmp_path / "tok"), "--check", str(toy / "test.en"), str(toy / "test.de")]
+    assert train_tokenizer.main(argv) == 0
+    output = capsys.readouterr().out
+    assert "test.en: round trip exact on 20/20 lines" in output
+    assert "test.de: round trip exact on 20/20 lines" in output
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert 260 <= len(loaded) <= 400
+    assert loaded("Ein Mann fährt Fahrrad.")["input_ids"][-1] == 2
