@@ -69,7 +69,7 @@ class VanillaTransformerConfig(PreTrainedConfig):
     >>> config = VanillaTransformerConfig.base(vocab_size=37000)
     >>> model = VanillaTransformerForConditionalGeneration(config)
     >>> round(model.num_parameters() / 1e6, 1)
-    63.1
+    63.0
     ```
     """
 

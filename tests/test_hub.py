@@ -1,9 +1,14 @@
-"""scripts/push_to_hub.py and the Hub download path, without the network.
+"""The Hub format and the Hub path, without the network.
 
-The upload goes through huggingface_hub's real `HfApi` code path up to its two network calls, `create_repo` and
-`upload_folder`, which are replaced by recorders. The download path puts the uploaded folder into a local Hugging
-Face cache (HF_HUB_CACHE/models--user--name/refs/main, snapshots/<revision>/...) and loads it by repo id with
-HF_HUB_OFFLINE=1, in a fresh process where this package cannot be imported, as a Hub user would.
+- What `save_pretrained` writes: the weights, the model and pipeline code with `auto_map` and `custom_pipelines`
+  (door 1 of the translation pipeline), also through `push_to_hub=True`; a folder in the previous version's layout
+  still loads.
+- Remote code: a saved folder, and a repo id in a local Hugging Face cache, load in a fresh process where this
+  package cannot be imported, as a Hub user's would.
+- scripts/push_to_hub.py: the upload goes through huggingface_hub's real `HfApi` code path up to its two network
+  calls, `create_repo` and `upload_folder`, which are replaced by recorders. The download path puts the uploaded
+  folder into a local Hugging Face cache (HF_HUB_CACHE/models--user--name/refs/main, snapshots/<revision>/...) and
+  loads it by repo id with HF_HUB_OFFLINE=1.
 """
 
 import json
@@ -14,11 +19,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.helpers import REPO_ROOT, WITHOUT_PACKAGE, run_python
-from huggingface_hub import HfApi
-from transformers import pipeline
+from tests.helpers import REPO_ROOT, WITHOUT_PACKAGE, random_batch, run_python
+from huggingface_hub import HfApi, ModelCard
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
-from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+import modeling_vanilla.pipeline_translation
+from modeling_vanilla import TranslationPipeline, VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 from modeling_vanilla.tokenization import train_bpe_tokenizer
 
 REPO_ID = "user/tiny-transformer"
@@ -202,3 +210,255 @@ json.dump(result, open({str(tmp_path / "result.json")!r}, "w"))
     assert result["generate"] == expected
     for name in ("by_task", "by_config"):
         assert result[name][0].startswith("transformers_modules") and result[name][1] == expected
+
+
+# What save_pretrained writes: the model code, `auto_map`, and door 1 of the translation pipeline
+
+
+def test_save_pretrained_writes_code_and_auto_map(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "vanilla_transformer"
+    assert config["auto_map"]["AutoModelForSeq2SeqLM"] == "modeling_vanilla.VanillaTransformerForConditionalGeneration"
+    assert config["auto_map"]["AutoConfig"] == "configuration_vanilla.VanillaTransformerConfig"
+    assert (tmp_path / "modeling_vanilla.py").exists() and (tmp_path / "configuration_vanilla.py").exists()
+    assert (tmp_path / "model.safetensors").exists()
+    generation = json.loads((tmp_path / "generation_config.json").read_text())
+    assert generation["num_beams"] == 4 and generation["length_penalty"] == 0.6
+
+
+def test_save_pretrained_copies_the_pipeline_file_and_declares_it(tiny_model, tmp_path):
+    """The model's save_pretrained writes door 1; the config in memory, and the config the installed package loads
+    back, carry no declaration (door 2 needs none, and pipeline() would demand trust_remote_code for one)."""
+    tiny_model.save_pretrained(tmp_path)
+    source = Path(modeling_vanilla.pipeline_translation.__file__)
+    assert (tmp_path / source.name).read_bytes() == source.read_bytes()
+    declared = json.loads((tmp_path / "config.json").read_text())["custom_pipelines"]
+    module, _, name = declared["translation"]["impl"].rpartition(".")
+    assert (module + ".py", name) == (source.name, TranslationPipeline.__name__)
+    assert declared == {"translation": {"impl": "pipeline_translation.TranslationPipeline",
+                                        "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}}
+    assert "custom_pipelines" not in tiny_model.config.to_dict()
+    assert "custom_pipelines" not in AutoConfig.from_pretrained(tmp_path).to_dict()
+    # The configuration file beside the weights imports nothing from the package: it runs on its own.
+    assert "from ." not in (tmp_path / "configuration_vanilla.py").read_text()
+
+
+@pytest.mark.parametrize("how", ["save_pretrained(push_to_hub=True)", "push_to_hub()"])
+def test_pushing_to_the_hub_uploads_the_pipeline_file_and_its_declaration(tiny_model, tmp_path, monkeypatch, how):
+    """transformers' own upload paths, up to the network: `save_pretrained(push_to_hub=True)` uploads only the files
+    written during the save, `push_to_hub()` a temporary folder. Both must carry door 1."""
+    commits = []
+
+    def create_repo(self, repo_id, **kwargs):
+        return SimpleNamespace(repo_id=repo_id)
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        commits.append({op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations})
+
+    def model_card(*args, **kwargs):  # instead of downloading the repo's card
+        return ModelCard("---\nlibrary_name: transformers\n---\n")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    monkeypatch.setattr("transformers.modeling_utils.create_and_tag_model_card", model_card)
+    monkeypatch.setattr("transformers.utils.hub.create_and_tag_model_card", model_card)
+    if how == "push_to_hub()":
+        tiny_model.push_to_hub(REPO_ID)
+    else:
+        tiny_model.save_pretrained(tmp_path / "tiny-transformer", push_to_hub=True, repo_id=REPO_ID)
+    [uploaded] = commits
+    source = Path(modeling_vanilla.pipeline_translation.__file__)
+    assert uploaded[source.name] == source.read_bytes()
+    assert {"config.json", "configuration_vanilla.py", "modeling_vanilla.py", "model.safetensors"} <= set(uploaded)
+    config = json.loads(uploaded["config.json"])
+    assert config["custom_pipelines"]["translation"]["impl"] == "pipeline_translation.TranslationPipeline"
+    assert "AutoModelForSeq2SeqLM" in config["auto_map"]
+
+
+# A folder written by the previous version still loads
+#
+# The layout that the previous version (commit 6b491f1, when the configuration wrote `custom_pipelines`) saved for
+# VanillaTransformerConfig.tiny(vocab_size=300, d_model=16, d_ff=32, num_heads=2, num_encoder_layers=1,
+# num_decoder_layers=1, max_position_embeddings=64), pinned as data: config.json and generation_config.json as it
+# wrote them, and the names and shapes of the tensors in model.safetensors (the tied decoder embedding and lm_head
+# are saved once, as the encoder embedding). The weights are random here; the tokenizer is trained in the test.
+PREVIOUS_CONFIG = {
+    "activation_dropout": 0.0,
+    "architectures": ["VanillaTransformerForConditionalGeneration"],
+    "attention_dropout": 0.0,
+    "auto_map": {
+        "AutoConfig": "configuration_vanilla.VanillaTransformerConfig",
+        "AutoModelForSeq2SeqLM": "modeling_vanilla.VanillaTransformerForConditionalGeneration",
+    },
+    "bos_token_id": 1,
+    "custom_pipelines": {
+        "translation": {"impl": "pipeline_translation.TranslationPipeline", "pt": ["AutoModelForSeq2SeqLM"], "type": "text"}
+    },
+    "d_ff": 32,
+    "d_k": None,
+    "d_model": 16,
+    "d_v": None,
+    "decoder_start_token_id": 1,
+    "dropout": 0.1,
+    "dtype": "float32",
+    "eos_token_id": 2,
+    "is_encoder_decoder": True,
+    "layer_norm": "post",
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 64,
+    "model_type": "vanilla_transformer",
+    "num_decoder_layers": 1,
+    "num_encoder_layers": 1,
+    "num_heads": 2,
+    "pad_token_id": 0,
+    "positional_encoding": "sinusoidal",
+    "scale_embedding": True,
+    "tie_word_embeddings": True,
+    "transformers_version": "5.24.0",
+    "use_cache": True,
+    "vocab_size": 300,
+}
+PREVIOUS_GENERATION_CONFIG = {
+    "_from_model_config": True,
+    "bos_token_id": 1,
+    "decoder_start_token_id": 1,
+    "eos_token_id": 2,
+    "length_penalty": 0.6,
+    "num_beams": 4,
+    "output_attentions": False,
+    "output_hidden_states": False,
+    "pad_token_id": 0,
+    "transformers_version": "5.24.0",
+    "use_cache": True,
+}
+PREVIOUS_WEIGHTS = {
+    "model.decoder.layers.0.encoder_attn.k_proj.weight": (16, 16),
+    "model.decoder.layers.0.encoder_attn.out_proj.weight": (16, 16),
+    "model.decoder.layers.0.encoder_attn.q_proj.weight": (16, 16),
+    "model.decoder.layers.0.encoder_attn.v_proj.weight": (16, 16),
+    "model.decoder.layers.0.encoder_attn_layer_norm.bias": (16,),
+    "model.decoder.layers.0.encoder_attn_layer_norm.weight": (16,),
+    "model.decoder.layers.0.ffn.fc1.bias": (32,),
+    "model.decoder.layers.0.ffn.fc1.weight": (32, 16),
+    "model.decoder.layers.0.ffn.fc2.bias": (16,),
+    "model.decoder.layers.0.ffn.fc2.weight": (16, 32),
+    "model.decoder.layers.0.final_layer_norm.bias": (16,),
+    "model.decoder.layers.0.final_layer_norm.weight": (16,),
+    "model.decoder.layers.0.self_attn.k_proj.weight": (16, 16),
+    "model.decoder.layers.0.self_attn.out_proj.weight": (16, 16),
+    "model.decoder.layers.0.self_attn.q_proj.weight": (16, 16),
+    "model.decoder.layers.0.self_attn.v_proj.weight": (16, 16),
+    "model.decoder.layers.0.self_attn_layer_norm.bias": (16,),
+    "model.decoder.layers.0.self_attn_layer_norm.weight": (16,),
+    "model.encoder.embed_tokens.weight": (300, 16),
+    "model.encoder.layers.0.ffn.fc1.bias": (32,),
+    "model.encoder.layers.0.ffn.fc1.weight": (32, 16),
+    "model.encoder.layers.0.ffn.fc2.bias": (16,),
+    "model.encoder.layers.0.ffn.fc2.weight": (16, 32),
+    "model.encoder.layers.0.final_layer_norm.bias": (16,),
+    "model.encoder.layers.0.final_layer_norm.weight": (16,),
+    "model.encoder.layers.0.self_attn.k_proj.weight": (16, 16),
+    "model.encoder.layers.0.self_attn.out_proj.weight": (16, 16),
+    "model.encoder.layers.0.self_attn.q_proj.weight": (16, 16),
+    "model.encoder.layers.0.self_attn.v_proj.weight": (16, 16),
+    "model.encoder.layers.0.self_attn_layer_norm.bias": (16,),
+    "model.encoder.layers.0.self_attn_layer_norm.weight": (16,),
+}
+# The previous version's code files sat beside the weights for remote-code users. With the package installed they
+# must not run: here they raise if anything imports them.
+PREVIOUS_CODE_FILES = ("configuration_vanilla.py", "modeling_vanilla.py", "pipeline_translation.py")
+NOT_TO_BE_RUN = 'raise RuntimeError("the previous version\'s code in the folder ran, instead of the installed package")\n'
+
+
+@pytest.fixture(scope="module")
+def previous_version_dir(tmp_path_factory) -> tuple[Path, dict]:
+    """A folder in the previous version's layout, and the tensors written into it."""
+    folder = tmp_path_factory.mktemp("previous-version")
+    (folder / "config.json").write_text(json.dumps(PREVIOUS_CONFIG, indent=2, sort_keys=True) + "\n")
+    (folder / "generation_config.json").write_text(json.dumps(PREVIOUS_GENERATION_CONFIG, indent=2) + "\n")
+    for name in PREVIOUS_CODE_FILES:
+        (folder / name).write_text(NOT_TO_BE_RUN)
+    generator = torch.Generator().manual_seed(0)
+    tensors = {key: torch.randn(shape, generator=generator) for key, shape in PREVIOUS_WEIGHTS.items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    tokenizer = train_bpe_tokenizer(SENTENCES * 4 + ["Ein Hund rennt.", "Zwei Männer spielen Fußball."] * 4,
+                                    vocab_size=300, model_max_length=64)
+    assert len(tokenizer) == PREVIOUS_CONFIG["vocab_size"]
+    tokenizer.save_pretrained(folder)
+    return folder, tensors
+
+
+def test_a_folder_written_by_the_previous_version_still_loads(previous_version_dir, tmp_path):
+    folder, written = previous_version_dir
+    model, info = AutoModelForSeq2SeqLM.from_pretrained(folder, output_loading_info=True)
+    assert type(model) is VanillaTransformerForConditionalGeneration  # the installed class, not the folder's code
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    state = model.state_dict()
+    assert set(state) == set(written) | {"model.decoder.embed_tokens.weight", "lm_head.weight"}
+    for key, tensor in written.items():
+        assert torch.equal(state[key], tensor), key
+    embedding = model.get_input_embeddings().weight
+    assert model.model.decoder.embed_tokens.weight is embedding and model.lm_head.weight is embedding
+    assert model.generation_config.num_beams == 4 and model.generation_config.length_penalty == 0.6
+
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    settings = dict(num_beams=2, max_new_tokens=5)
+    expected = []
+    for sentence in SENTENCES:
+        ids = model.generate(**tokenizer(sentence, return_tensors="pt"), **settings)
+        assert ids[0, 0] == 1 and ids.shape[1] <= 1 + 5 and int(ids.max()) < 300
+        expected += tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    translator = pipeline("translation", model=str(folder))  # no trust_remote_code: the installed pipeline
+    assert type(translator) is TranslationPipeline
+    assert [output["translation_text"] for output in translator(SENTENCES, **settings)] == expected
+
+    # Saved again, it has the current layout, which differs from the previous one in nothing that is stored.
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert {key: config[key] for key in PREVIOUS_CONFIG if key != "transformers_version"} == {
+        key: value for key, value in PREVIOUS_CONFIG.items() if key != "transformers_version"
+    }
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as saved:
+        assert {key: tuple(saved.get_slice(key).get_shape()) for key in saved.keys()} == PREVIOUS_WEIGHTS
+    assert all((tmp_path / name).is_file() for name in PREVIOUS_CODE_FILES)
+
+
+# Remote code: without this package
+
+
+def test_remote_code_round_trip_in_a_fresh_process_without_the_package(tiny_model, tmp_path):
+    input_ids, attention_mask, _ = random_batch(99)
+    expected = tiny_model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=10)
+    model_dir = tmp_path / "model"
+    tiny_model.save_pretrained(model_dir)
+    torch.save({"input_ids": input_ids, "attention_mask": attention_mask}, tmp_path / "inputs.pt")
+    code = WITHOUT_PACKAGE + f"""
+import torch
+from transformers import AutoModelForSeq2SeqLM
+model = AutoModelForSeq2SeqLM.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+out = model.generate(**inputs, max_new_tokens=10)
+torch.save(out, {str(tmp_path / "out.pt")!r})
+"""
+    result = run_python(code, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+
+
+def test_import_touches_no_network(tmp_path):
+    code = """
+import socket
+def refuse(*args, **kwargs):
+    raise AssertionError("network access during import")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+import modeling_vanilla
+from transformers import AutoConfig
+assert AutoConfig.for_model("vanilla_transformer").model_type == "vanilla_transformer"
+"""
+    result = run_python(code, cwd=REPO_ROOT, env={"HF_HUB_OFFLINE": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -1,4 +1,7 @@
-"""The rest of the transformers model contract: outputs, embeddings input, checkpointing, kernels, loading."""
+"""The transformers model contract: outputs (hidden states, attentions, tuples), inputs (ids, embeddings, bad ids,
+the old `past_key_values` name), gradient checkpointing and Trainer, the base model and Auto classes, resizing the
+vocabulary, loading in another dtype. Attention kernels are in test_attention.py, generation in test_generation.py,
+save/load through the Hub format in test_hub.py."""
 
 import warnings
 
@@ -19,7 +22,7 @@ def forward_kwargs():
     return dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
 
 
-# output_hidden_states / output_attentions / return_dict
+# output_hidden_states / return_dict
 
 
 def test_output_hidden_states_has_embeddings_plus_every_layer():
@@ -39,29 +42,6 @@ def test_config_output_hidden_states_is_honoured(tiny_config):
     tiny_config.output_hidden_states = True
     model = VanillaTransformerForConditionalGeneration(tiny_config).eval()
     assert len(model(**forward_kwargs()).encoder_hidden_states) == 3
-
-
-def test_output_attentions_with_sdpa_falls_back_to_eager_for_that_call(tiny_model):
-    assert tiny_model.config._attn_implementation == "sdpa"
-    batch = forward_kwargs()
-    sdpa = tiny_model(**batch, output_attentions=True)
-    assert len(sdpa.encoder_attentions) == len(sdpa.decoder_attentions) == len(sdpa.cross_attentions) == 2
-    assert all(w is not None for w in sdpa.encoder_attentions + sdpa.decoder_attentions + sdpa.cross_attentions)
-    assert sdpa.cross_attentions[0].shape == (3, 4, 7, 9)  # (B, h, T, S)
-    tiny_model.set_attn_implementation("eager")
-    eager = tiny_model(**batch, output_attentions=True)
-    for got, expected in zip(sdpa.cross_attentions, eager.cross_attentions):
-        torch.testing.assert_close(got, expected)
-    assert tiny_model(**batch).encoder_attentions is None
-
-
-def test_generate_can_return_attentions(tiny_model):
-    input_ids, attention_mask, _ = random_batch(99)
-    out = tiny_model.generate(
-        input_ids, attention_mask=attention_mask, num_beams=1, max_new_tokens=3,
-        output_attentions=True, return_dict_in_generate=True,
-    )
-    assert len(out.encoder_attentions) == 2 and len(out.cross_attentions) >= 1
 
 
 def test_return_dict_false_returns_tuples_in_the_standard_order(tiny_model):
@@ -114,6 +94,18 @@ def test_both_or_neither_ids_and_embeds_is_a_clear_error(tiny_model, side):
         tiny_model(**batch)
 
 
+# Token ids outside the vocabulary
+
+
+@pytest.mark.parametrize("argument", ["input_ids", "decoder_input_ids"])
+@pytest.mark.parametrize("bad_id", [99, 1000, -100])
+def test_token_ids_outside_the_vocabulary_raise_a_clear_error(tiny_model, argument, bad_id):
+    ids = {"input_ids": torch.tensor([[5, 6, 7]]), "decoder_input_ids": torch.tensor([[1, 5]])}
+    ids[argument][0, 1] = bad_id
+    with pytest.raises(ValueError, match=rf"{argument} contains token id {bad_id}.*vocab_size=99"):
+        tiny_model(**ids)
+
+
 # Gradient checkpointing
 
 
@@ -153,54 +145,37 @@ def test_gradient_checkpointing_gives_the_same_gradients(layer_norm, enable):
 
 @pytest.mark.parametrize("argument", ["gradient_checkpointing", "activation_checkpointing"])
 def test_trainer_with_gradient_checkpointing_trains(tmp_path, tiny_config, argument):
+    """Seq2SeqTrainer with checkpointing turned on by its argument: the same losses and the same trained weights as
+    the run without it (dropout 0, same data order), and the weights moved."""
     from datasets import Dataset
 
-    model = VanillaTransformerForConditionalGeneration(tiny_config)
     rows = [{"input_ids": torch.randint(4, 99, (6,)).tolist(), "labels": torch.randint(4, 99, (5,)).tolist()}
             for _ in range(16)]
-    args = Seq2SeqTrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=3, **{argument: True},
-        report_to=[], save_strategy="no", logging_steps=1, use_cpu=True, learning_rate=1e-3,
-    )
-    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows))
-    result = trainer.train()
+    initial = VanillaTransformerForConditionalGeneration(tiny_config).state_dict()
+
+    def train(checkpointing: bool):
+        model = VanillaTransformerForConditionalGeneration(tiny_config)
+        model.load_state_dict(initial)
+        args = Seq2SeqTrainingArguments(
+            output_dir=str(tmp_path / str(checkpointing)), per_device_train_batch_size=4, max_steps=3,
+            **{argument: checkpointing}, report_to=[], save_strategy="no", logging_steps=1, use_cpu=True,
+            learning_rate=1e-3,
+        )
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows))
+        result = trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        return model, result, losses
+
+    model, result, losses = train(checkpointing=True)
     assert all(layer.gradient_checkpointing for layer in model.model.decoder.layers)
     assert result.global_step == 3 and result.training_loss > 0
-
-
-# Attention kernels
-
-
-def test_attn_implementation_switches_at_load_time_and_after(tiny_model, tmp_path):
-    tiny_model.save_pretrained(tmp_path)
-    batch = forward_kwargs()
-    outputs = {}
-    for implementation in ("eager", "sdpa"):
-        model = VanillaTransformerForConditionalGeneration.from_pretrained(
-            tmp_path, attn_implementation=implementation
-        ).eval()
-        assert model.config._attn_implementation == implementation
-        outputs[implementation] = model(**batch).logits
-    assert (outputs["eager"] - outputs["sdpa"]).abs().max() < 1e-5
-
-    model.set_attn_implementation("eager")
-    assert model.config._attn_implementation == "eager"
-    assert all(layer.self_attn.config._attn_implementation == "eager" for layer in model.model.encoder.layers)
-    assert (model(**batch).logits - outputs["eager"]).abs().max() < 1e-5
-
-
-def test_the_kernel_in_use_is_the_one_configured(tiny_model, monkeypatch):
-    """Guard against a silent fallback: the sdpa setting must really call PyTorch's SDPA."""
-    calls = []
-    original = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
-                        lambda *a, **k: calls.append(1) or original(*a, **k))
-    tiny_model(**forward_kwargs())
-    assert len(calls) == 2 + 2 * 2  # encoder self-attention, decoder self- and cross-attention
-    calls.clear()
-    tiny_model.set_attn_implementation("eager")
-    tiny_model(**forward_kwargs())
-    assert calls == []
+    reference, _, reference_losses = train(checkpointing=False)
+    assert not any(layer.gradient_checkpointing for layer in reference.model.decoder.layers)
+    assert len(losses) == 3 and losses == pytest.approx(reference_losses, rel=1e-5)
+    trained = model.state_dict()
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(trained[name], value, atol=1e-6, rtol=1e-5, msg=name)
+    assert any(not torch.equal(trained[name], initial[name]) for name in initial)  # it did train
 
 
 # Base model, accessors, Auto classes
