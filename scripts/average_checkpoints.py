@@ -4,4 +4,4 @@ modeling_vanilla/cli/average_checkpoints.py for examples and `vanilla-average --
 from modeling_vanilla.cli.average_checkpoints import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,4 +4,4 @@ modeling_vanilla/cli/finetune.py for examples and `vanilla-finetune --help` for 
 from modeling_vanilla.cli.finetune import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

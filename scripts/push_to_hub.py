@@ -4,4 +4,4 @@ modeling_vanilla/cli/push_to_hub.py for examples and `vanilla-push --help` for t
 from modeling_vanilla.cli.push_to_hub import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -5,4 +5,4 @@ modeling_vanilla/cli/train.py for examples), e.g. `accelerate launch --multi_gpu
 from modeling_vanilla.cli.train import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

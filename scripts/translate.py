@@ -4,4 +4,4 @@ modeling_vanilla/cli/translate.py for examples and `vanilla-translate --help` fo
 from modeling_vanilla.cli.translate import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

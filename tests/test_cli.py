@@ -72,7 +72,7 @@ def test_evaluate_scores_its_own_translations_with_sacrebleu(model_dir, tmp_path
 
     (tmp_path / "src.en").write_text("A man rides a bike.\n\nTwo dogs run.\n")
     (tmp_path / "ref.de").write_text("Ein Mann fährt Rad.\n\nZwei Hunde rennen.\n")
-    result = evaluate.main([str(model_dir), "--source", str(tmp_path / "src.en"), "--reference",
+    result = evaluate.run([str(model_dir), "--source", str(tmp_path / "src.en"), "--reference",
                             str(tmp_path / "ref.de"), "--output", str(tmp_path / "hyp.de"), "--num-beams", "2"])
     hypotheses = (tmp_path / "hyp.de").read_text().split("\n")[:-1]
     assert len(hypotheses) == 3 and hypotheses[1] == ""  # an empty line translates to an empty line

@@ -27,9 +27,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def finetune(argv: list[str]) -> dict:
-    from modeling_vanilla.cli.finetune import main
+    from modeling_vanilla.cli.finetune import run
 
-    return main(argv)
+    return run(argv)
 
 
 @pytest.fixture(scope="module")

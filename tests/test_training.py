@@ -165,7 +165,7 @@ def run_train(args, env=None, launcher=None):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_train_script_writes_a_hub_ready_folder(toy_data, tmp_path, precision):
-    from modeling_vanilla.cli.train import main
+    from modeling_vanilla.cli.train import run as main
 
     out = tmp_path / "run"
     summary = main(train_args(toy_data, out, "--max-steps", "6", "--precision", precision, "--eval-every", "3",
@@ -249,7 +249,7 @@ def test_two_processes_match_one_process_with_update_freq_2(toy_data, tmp_path):
 
 def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_path, monkeypatch, capsys):
     import modeling_vanilla.trainer as trainer
-    from modeling_vanilla.cli.train import main
+    from modeling_vanilla.cli.train import run as main
 
     real = trainer.batch_loss
     weights_seen = []  # the model's parameters at each forward (one batch per update here)
@@ -318,11 +318,11 @@ def test_output_folder_with_a_different_run_is_refused(toy_data, tmp_path, capsy
 
 def test_average_checkpoints_script_writes_a_loadable_model(toy_data, tmp_path):
     from modeling_vanilla.cli import average_checkpoints as script
-    from modeling_vanilla.cli.train import main
+    from modeling_vanilla.cli.train import run as main
 
     out = tmp_path / "run"
     main(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--eval-every", "0", "--save-every", "2"))
-    averaged_dir = script.main([str(out), "--last", "2", "--output", str(tmp_path / "avg")])
+    averaged_dir = script.run([str(out), "--last", "2", "--output", str(tmp_path / "avg")])
     from transformers import AutoModelForSeq2SeqLM
 
     model = AutoModelForSeq2SeqLM.from_pretrained(averaged_dir)
@@ -339,4 +339,4 @@ def test_average_checkpoints_script_writes_a_loadable_model(toy_data, tmp_path):
     assert any(not torch.equal(first[n], second[n]) for n in first)  # the two checkpoints differ
     assert model.lm_head.weight is model.get_input_embeddings().weight
     with pytest.raises(SystemExit):
-        script.main([str(out), "--last", "9", "--output", str(tmp_path / "avg9")])
+        script.run([str(out), "--last", "9", "--output", str(tmp_path / "avg9")])

@@ -48,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> Path:
+def run(argv=None) -> Path:
+    """Average; returns the output folder."""
     from transformers import AutoConfig, AutoTokenizer
 
     from .. import VanillaTransformerForConditionalGeneration
@@ -63,5 +64,10 @@ def main(argv=None) -> Path:
     return Path(args.output)
 
 
+def main(argv=None) -> int:
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -41,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> dict:
+def run(argv=None) -> dict:
+    """Translate and score; returns the scores (also printed as a JSON line)."""
     args = parse_args(argv)
     model, tokenizer = load_model_and_tokenizer(args.model)
     generate_kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("length_penalty", args.length_penalty))
@@ -54,5 +55,10 @@ def main(argv=None) -> dict:
     return result
 
 
+def main(argv=None) -> int:
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

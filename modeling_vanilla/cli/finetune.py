@@ -185,7 +185,8 @@ def build_trainer(model, tokenizer, training_args, train_dataset, eval_dataset=N
     )
 
 
-def main(argv=None) -> dict:
+def run(argv=None) -> dict:
+    """Fine-tune; returns the metrics (also written to all_results.json)."""
     args = parse_args(argv)
     set_seed(args.seed)
     check_model_folder(args.model)
@@ -225,5 +226,11 @@ def main(argv=None) -> dict:
     return metrics
 
 
+def main(argv=None) -> int:
+    """The console command: exit status 0 after a finished run (errors raise)."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

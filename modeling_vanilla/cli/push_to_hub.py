@@ -137,13 +137,14 @@ def run(argv=None):
     return commit
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     """The console command: errors end it with one line naming the problem, not a traceback."""
     try:
-        return run(argv)
+        run(argv)
     except (ModelCardError, FileNotFoundError, FileExistsError) as error:
         raise SystemExit(f"vanilla-push: error: {error}") from None
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -20,9 +20,16 @@ from ..options import parse_train_args
 from ..trainer import main as train
 
 
-def main(argv=None) -> dict:
+def run(argv=None) -> dict:
+    """Train; returns the run's summary (also written to training_summary.json)."""
     return train(parse_train_args(argv))
 
 
+def main(argv=None) -> int:
+    """The console command: exit status 0 after a finished run (errors raise)."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

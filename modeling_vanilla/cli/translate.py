@@ -58,7 +58,7 @@ def translate_lines(model, tokenizer, lines: Iterable[str], batch_size: int, **g
             yield text.replace("\r", " ").replace("\n", " ")
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     import torch
 
     args = parse_args(argv)
@@ -80,7 +80,8 @@ def main(argv=None) -> None:
             source.close()
         if args.output:
             target.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
