@@ -54,3 +54,56 @@ def random_batch(vocab_size: int, batch_size: int = 3, source_length: int = 9, t
         attention_mask[row, pad_from:] = 0
     decoder_input_ids = torch.randint(4, vocab_size, (batch_size, target_length))
     return input_ids, attention_mask, decoder_input_ids
+
+
+# A tiny model that copies its input, and its tokenizer: for the attention maps and the explain walk.
+
+CORPUS = [
+    "the cat sat on the mat", "a dog runs in the park", "the dog sat on the cat", "a cat runs in the park",
+    "die Katze sitzt auf der Matte", "ein Hund läuft im Park", "der Hund sitzt auf der Katze",
+    "eine Katze läuft im Park",
+]
+SOURCE = "the cat sat on the mat"
+TARGET = "die Katze sitzt"
+TOKEN_LIMIT = 24  # the tokenizer's model_max_length: the limit of a model with sinusoidal positions
+
+
+def make_tokenizer():
+    from modeling_vanilla.tokenization import train_bpe_tokenizer
+
+    return train_bpe_tokenizer(CORPUS * 4, vocab_size=300, model_max_length=TOKEN_LIMIT)
+
+
+def tiny_model_for(tokenizer, **overrides):
+    from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+
+    config = VanillaTransformerConfig.tiny(vocab_size=len(tokenizer), dropout=0.0, **overrides)
+    return VanillaTransformerForConditionalGeneration(config).eval()
+
+
+def save_copy_model(folder, tokenizer):
+    """A tiny model trained for a few dozen steps to copy its input, saved with its tokenizer into `folder`."""
+    torch.manual_seed(0)
+    model = tiny_model_for(tokenizer).train()
+    batch = tokenizer(CORPUS, padding=True, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    # As the loss nears 0 the softmax fills with denormal floats, which are up to 100 times slower on CPU.
+    torch.set_flush_denormal(True)
+    try:
+        for _ in range(60):
+            loss = model(**batch, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_flush_denormal(False)  # PyTorch's default
+    model.eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def load_tokenizer(folder):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)

@@ -2,7 +2,7 @@
 what the model computes (one panel per head, rows summing to 1, masked positions at 0), bertviz gets every layer of
 the three attentions with their tokens, and bad input to either command fails with a clear error.
 
-The tiny model, its tokenizer and the sentences are defined here and shared with tests/test_explain.py."""
+The tiny model, its tokenizer and the sentences come from tests/helpers.py (shared with tests/test_explain.py)."""
 
 import json
 import sys
@@ -13,59 +13,22 @@ import torch
 
 pytest.importorskip("matplotlib", reason="the plots need matplotlib")
 
-from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration  # noqa: E402
 from modeling_vanilla import attention_maps as am  # noqa: E402
 from modeling_vanilla.cli import explain as explain_cli  # noqa: E402
 from modeling_vanilla.cli import visualize_attention as visualize_cli  # noqa: E402
 from modeling_vanilla.model_folder import load_model_and_tokenizer  # noqa: E402
-from modeling_vanilla.tokenization import train_bpe_tokenizer  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    CORPUS,
+    SOURCE,
+    TARGET,
+    TOKEN_LIMIT,
+    load_tokenizer,
+    make_tokenizer,
+    save_copy_model,
+    tiny_model_for,
+)
 
-CORPUS = [
-    "the cat sat on the mat", "a dog runs in the park", "the dog sat on the cat", "a cat runs in the park",
-    "die Katze sitzt auf der Matte", "ein Hund läuft im Park", "der Hund sitzt auf der Katze",
-    "eine Katze läuft im Park",
-]
-SOURCE = "the cat sat on the mat"
-TARGET = "die Katze sitzt"
-TOKEN_LIMIT = 24  # the tokenizer's model_max_length: the limit of a model with sinusoidal positions
 COMMANDS = {"explain": explain_cli, "visualize_attention": visualize_cli}
-
-
-def make_tokenizer():
-    return train_bpe_tokenizer(CORPUS * 4, vocab_size=300, model_max_length=TOKEN_LIMIT)
-
-
-def tiny_model_for(tokenizer, **overrides):
-    config = VanillaTransformerConfig.tiny(vocab_size=len(tokenizer), dropout=0.0, **overrides)
-    return VanillaTransformerForConditionalGeneration(config).eval()
-
-
-def save_copy_model(folder, tokenizer):
-    """A tiny model trained for a few dozen steps to copy its input, saved with its tokenizer into `folder`."""
-    torch.manual_seed(0)
-    model = tiny_model_for(tokenizer).train()
-    batch = tokenizer(CORPUS, padding=True, return_tensors="pt")
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    # As the loss nears 0 the softmax fills with denormal floats, which are up to 100 times slower on CPU.
-    torch.set_flush_denormal(True)
-    try:
-        for _ in range(60):
-            loss = model(**batch, labels=labels).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_flush_denormal(False)  # PyTorch's default
-    model.eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def load_tokenizer(folder):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(folder)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from modeling_vanilla import explain
 from modeling_vanilla import modeling_vanilla as modeling
 from modeling_vanilla.cli import explain as explain_cli
-from tests.test_attention_maps import (
+from tests.helpers import (
     SOURCE,
     TARGET,
     TOKEN_LIMIT,
