@@ -4,12 +4,13 @@ Unit tests train on a small corpus written into tmp_path; `test_multi30k_*` use 
 $VANILLA_SHARED_DATA) and skip when it is absent.
 """
 
+import re
 import unicodedata
 
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from tests.helpers import MULTI30K, SHARED_DATA, needs_multi30k
+from tests.helpers import REPO_ROOT, MULTI30K, SHARED_DATA, needs_multi30k
 
 from modeling_vanilla.cli import make_toy_data, train_tokenizer
 from modeling_vanilla.tokenization import (
@@ -137,13 +138,16 @@ def test_multi30k_8000_round_trips_every_test2016_line():
     }
     tokenizer = train_bpe_tokenizer(lines["en"] + lines["de"], vocab_size=8000)
     assert len(tokenizer) == 8000
-    for language in ("en", "de"):
+    # README.md states the tokens per test2016 sentence (with </s>); the test holds it to its rounding.
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    stated = re.search(r"(\d+\.\d) \(EN\) and (\d+\.\d) \(DE\) tokens per sentence", readme)
+    assert stated, "README.md no longer states the tokens per sentence: update this test"
+    for language, claimed in zip(("en", "de"), stated.groups()):
         test = (MULTI30K / f"test_2016_flickr.{language}").read_text(encoding="utf-8").split("\n")[:-1]
         assert len(test) == 1000
         assert round_trip_failures(tokenizer, test) == []
         tokens_per_sentence = sum(len(ids) for ids in tokenizer(test)["input_ids"]) / len(test)
-        # Multi30k captions have about 12 words; with an 8000 BPE vocabulary that is 15 tokens with </s>.
-        assert 12 < tokens_per_sentence < 18, tokens_per_sentence
+        assert round(tokens_per_sentence, 1) == float(claimed), (language, tokens_per_sentence, claimed)
 
 
 # The command `vanilla-train-tokenizer` (modeling_vanilla.cli.train_tokenizer; scripts/train_tokenizer.py calls it).
