@@ -2,28 +2,23 @@
 
 A tiny model is trained for a few seconds on the first Multi30k training pairs (../shared/data, or
 $VANILLA_SHARED_DATA; the project's generated toy corpus when it is absent) so that its translations end with
-</s>, as a trained model's do. It stands for a folder written by scripts/train.py.
+</s>, as a trained model's do. It stands for a folder written by vanilla-train.
 """
 
 import io
 import json
 import logging
-import os
 import random
-import runpy
 import sys
 from pathlib import Path
 
 import datasets
 import pytest
-import torch
-from tests.helpers import MULTI30K, REPO_ROOT, SHARED_DATA, WITHOUT_PACKAGE, needs_multi30k, run_python
+from tests.helpers import MULTI30K, WITHOUT_PACKAGE, needs_multi30k, run_python
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 from transformers.pipelines.pt_utils import KeyDataset
 
-from modeling_vanilla import TranslationPipeline, VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
-from modeling_vanilla.data import TranslationCollator
-from modeling_vanilla.tokenization import train_bpe_tokenizer
+from modeling_vanilla import TranslationPipeline
 from modeling_vanilla.toy_corpus import toy_pair
 
 SENTENCES = ["A dog runs.", "Two men play football in the park.", "A woman in a red dress sits on a bench."]
@@ -42,10 +37,10 @@ def training_pairs(count: int = 128) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory) -> Path:
-    """The output folder of scripts/train.py (its `main`): a tiny model trained 200 updates on 128 pairs."""
+    """The output folder of vanilla-train (modeling_vanilla.cli.train): a tiny model trained 200 updates on 128 pairs."""
     from accelerate.state import AcceleratorState
 
-    from modeling_vanilla.trainer import main as train
+    from modeling_vanilla.cli.train import run as train
 
     data = tmp_path_factory.mktemp("pairs")
     pairs = training_pairs()
@@ -298,11 +293,12 @@ json.dump(result, open({str(tmp_path / "result.json")!r}, "w"))
         assert result[name]["outputs"] == expected
 
 
-# scripts/translate.py
+# vanilla-translate (modeling_vanilla/cli/translate.py)
 
 
 def test_translate_cli_translates_a_file_and_stdin_like_the_pipeline(trained_dir, tmp_path, monkeypatch, capsys):
-    translate = runpy.run_path(str(REPO_ROOT / "scripts" / "translate.py"))["main"]
+    from modeling_vanilla.cli.translate import main as translate
+
     lines = [SENTENCES[0], "", SENTENCES[1], SENTENCES[2]]
     (tmp_path / "input.en").write_text("\n".join(lines) + "\n", encoding="utf-8")
     expected = texts(pipeline("translation", model=str(trained_dir))(lines, num_beams=2, max_new_tokens=12))
@@ -310,7 +306,7 @@ def test_translate_cli_translates_a_file_and_stdin_like_the_pipeline(trained_dir
 
     settings = ["--batch-size", "3", "--num-beams", "2", "--max-new-tokens", "12"]
     files = ["--input", str(tmp_path / "input.en"), "--output", str(tmp_path / "out.de")]
-    translate([str(trained_dir), *files, *settings])
+    assert translate([str(trained_dir), *files, *settings]) == 0
     assert (tmp_path / "out.de").read_text(encoding="utf-8").splitlines() == expected
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines) + "\n"))
