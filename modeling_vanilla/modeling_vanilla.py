@@ -667,23 +667,23 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.save_pretrained`, plus door 1 of the translation pipeline.
 
         transformers copies the model's code (this file and its relative import, the configuration) and writes
-        `auto_map`. This also copies `pipeline_translation.py`, the file beside this one, into the folder, and
-        declares it in the saved config.json as `custom_pipelines`. The file is taken from beside this module, so a
-        remote-code copy of the model re-saves it too where transformers cached it; where it is absent (a remote-code
-        model whose pipeline was never loaded), nothing is declared, unless the folder already holds the file.
+        `auto_map`. This also copies `pipeline_translation.py` into the folder (from where `_pipeline_file` finds
+        it) and declares it in the saved config.json as `custom_pipelines`. Where no copy is found, nothing is
+        declared, unless the folder already holds the file.
 
         The copy happens before transformers saves, so that `push_to_hub=True` uploads it (see
         `_get_files_timestamps`). The declaration is set on the config only for the save: a config in memory or
         loaded by the installed package carries none (see modeling_vanilla/__init__.py for why).
         """
         folder = Path(save_directory)
-        source = Path(__file__).with_name(PIPELINE_FILE)
-        if is_main_process and source.is_file() and not folder.is_file():
+        source, target = self._pipeline_file(), folder / PIPELINE_FILE
+        if is_main_process and source is not None and not folder.is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, folder / PIPELINE_FILE)
+            if not (target.exists() and target.samefile(source)):
+                shutil.copyfile(source, target)
         missing = object()
         declared = self.config.__dict__.get("custom_pipelines", missing)
-        if (folder / PIPELINE_FILE).is_file():
+        if target.is_file():
             self.config.custom_pipelines = CUSTOM_PIPELINES
         elif declared is not missing:
             del self.config.custom_pipelines  # the folder lacks the file the declaration would point to
@@ -693,6 +693,26 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
             self.config.__dict__.pop("custom_pipelines", None)
             if declared is not missing:
                 self.config.custom_pipelines = declared
+
+    def _pipeline_file(self) -> Path | None:
+        """pipeline_translation.py: beside this module in the installed package. A remote-code copy of this module
+        sits alone in transformers' module cache, so for it: the folder the model was loaded from, or that Hub
+        repo's files in the local Hugging Face cache (never the network)."""
+        beside = Path(__file__).with_name(PIPELINE_FILE)
+        if beside.is_file():
+            return beside
+        origin = str(self.name_or_path or "")
+        if origin and Path(origin, PIPELINE_FILE).is_file():
+            return Path(origin, PIPELINE_FILE)
+        if origin and not Path(origin).exists():
+            from huggingface_hub import try_to_load_from_cache
+
+            try:
+                cached = try_to_load_from_cache(origin, PIPELINE_FILE)
+            except ValueError:  # not a repo id
+                return None
+            return Path(cached) if isinstance(cached, str) else None
+        return None
 
     def _get_files_timestamps(self, working_dir: str | os.PathLike) -> dict[str, float]:
         """With `push_to_hub=True`, `save_pretrained` uploads the files that are new or changed after this snapshot

@@ -449,6 +449,40 @@ torch.save(out, {str(tmp_path / "out.pt")!r})
     assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
 
 
+
+@pytest.mark.parametrize("origin", ["folder", "repo id"])
+def test_a_remote_code_model_saved_again_keeps_its_pipeline(model_dir, tmp_path, origin):
+    """Without the package, the model's code runs from transformers' module cache, where the pipeline file is not
+    beside it: save_pretrained takes it from the folder, or the cached Hub repo, the model was loaded from."""
+    source = str(model_dir)
+    env = {"HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1"}
+    if origin == "repo id":
+        revision = "0123456789abcdef0123456789abcdef01234567"
+        repo_cache = tmp_path / "hub" / f"models--{REPO_ID.replace('/', '--')}"
+        (repo_cache / "refs").mkdir(parents=True)
+        (repo_cache / "refs" / "main").write_text(revision)
+        shutil.copytree(model_dir, repo_cache / "snapshots" / revision)
+        source, env["HF_HUB_CACHE"] = REPO_ID, str(tmp_path / "hub")
+    code = WITHOUT_PACKAGE + f"""
+import json, os
+from transformers import AutoModelForSeq2SeqLM, pipeline
+model = AutoModelForSeq2SeqLM.from_pretrained({source!r}, trust_remote_code=True)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+model.save_pretrained({str(tmp_path / "again")!r})
+translator = pipeline(model={str(tmp_path / "again")!r}, tokenizer={source!r}, trust_remote_code=True)
+result = {{"files": sorted(os.listdir({str(tmp_path / "again")!r})), "pipeline": type(translator).__module__,
+           "output": translator("A dog runs.", max_new_tokens=3)}}
+json.dump(result, open({str(tmp_path / "result.json")!r}, "w"))
+"""
+    process = run_python(code, cwd=tmp_path, env=env)
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert "pipeline_translation.py" in result["files"]
+    assert (tmp_path / "again" / "pipeline_translation.py").read_bytes() == (model_dir / "pipeline_translation.py").read_bytes()
+    config = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert config["custom_pipelines"] == PREVIOUS_CONFIG["custom_pipelines"]
+    assert result["pipeline"].startswith("transformers_modules") and isinstance(result["output"][0]["translation_text"], str)
+
 def test_import_touches_no_network(tmp_path):
     code = """
 import socket
