@@ -12,7 +12,6 @@
 """
 
 import json
-import runpy
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,8 +55,11 @@ Written by hand for this test: kept as it is.
 
 
 def push_to_hub():
-    """A fresh run of scripts/push_to_hub.py's namespace: `main(argv)`, `ModelCardError`, ..."""
-    return runpy.run_path(str(REPO_ROOT / "scripts" / "push_to_hub.py"))
+    """vanilla-push's namespace (modeling_vanilla/cli/push_to_hub.py): `ModelCardError`, `card_metadata`, ..., with
+    `main` being the command that raises its errors (the console `main` turns them into one line and exit 1)."""
+    from modeling_vanilla.cli import push_to_hub as command
+
+    return {**vars(command), "main": command.run}
 
 
 @pytest.fixture(scope="module")
