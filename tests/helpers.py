@@ -56,6 +56,12 @@ def random_batch(vocab_size: int, batch_size: int = 3, source_length: int = 9, t
     return input_ids, attention_mask, decoder_input_ids
 
 
+def forward_kwargs():
+    """A random tiny-vocabulary batch (`random_batch(99)`) as the keyword arguments of a forward call."""
+    input_ids, attention_mask, decoder_input_ids = random_batch(99)
+    return dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+
+
 # A tiny model that copies its input, and its tokenizer: for the attention maps and the explain walk.
 
 CORPUS = [

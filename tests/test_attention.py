@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from tests.helpers import random_batch
+from tests.helpers import random_batch, forward_kwargs
 
 from modeling_vanilla import (
     VanillaTransformerConfig,
@@ -13,10 +13,6 @@ from modeling_vanilla import (
     VanillaTransformerModel,
 )
 
-
-def forward_kwargs():
-    input_ids, attention_mask, decoder_input_ids = random_batch(99)
-    return dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
 
 
 def count_sdpa_calls(monkeypatch) -> list:

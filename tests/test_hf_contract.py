@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from tests.helpers import random_batch
+from tests.helpers import random_batch, forward_kwargs
 from transformers import AutoModel, AutoModelForSeq2SeqLM, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from modeling_vanilla import (
@@ -16,10 +16,6 @@ from modeling_vanilla import (
     VanillaTransformerModel,
 )
 
-
-def forward_kwargs():
-    input_ids, attention_mask, decoder_input_ids = random_batch(99)
-    return dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
 
 
 # output_hidden_states / return_dict
