@@ -1,31 +1,74 @@
-"""Checkpoints that a crash cannot leave half-written, the state of a run, and section 6.1's averaging.
+"""Checkpoints that a crash cannot leave half-written and that hold no pickle, the state of a run, and section 6.1's
+averaging.
 
-- `CheckpointManager`: `checkpoints/step-0000123/` folders written atomically through Accelerate, the last K kept.
+- `CheckpointManager`: `checkpoints/step-0000123/` folders in a format of our own, written atomically, verified by
+  sha256 before use, the last K kept, and `checkpoints/best/` beside them.
 - `TrainState`: where training stands (step, epoch, batch position, tokens, validation history), saved with each.
 - Section 6.1: "averaging the last 5 checkpoints, which were written at 10-minute intervals" (base), 20 (big):
   `average_checkpoints` and `load_averaged_weights`.
+
+A checkpoint folder holds exactly these files, none of them a pickle that could run code when loaded:
+
+    model.safetensors        the unwrapped model's state dict (a tied copy is stored once)
+    optimizer.pt             optimizer.state_dict(), torch.save; loaded with torch.load(weights_only=True)
+    scheduler.pt             scheduler.state_dict(), the same
+    scaler.pt                the fp16 GradScaler's state, the same (only with --precision fp16)
+    rng_state_{rank}.json    each process's random states: Python, NumPy, torch CPU and CUDA (per device)
+    train_state.json         the TrainState
+    checkpoint_complete.json the marker: the step, and each file's size and sha256, written last
+
+Durability: every file is fsynced, then the folder, which is then renamed from `.tmp-step-0000123` into place, and
+the parent folder fsynced. A crash leaves either a complete checkpoint or a folder without a valid marker, which
+`latest()` reports and skips; leftover `.tmp-*` folders are removed (with a message) at the next save or resume.
+Verification: the sha256 of each file is checked by `complete()`, `latest()`, `best()`, `load()` and, for checkpoint
+folders, `average_checkpoints`. Each process hashes a file once and caches the result per (path, inode, size,
+mtime), so the checks after each save and at resume cost one read of each file; a write to a file changes its
+mtime and makes it hashed again. A folder holding a `.pkl` file or a file its marker does not list is never loaded.
+
+Supported: one process or data parallel (DDP) processes on a shared filesystem. FSDP and DeepSpeed shard the
+optimizer state across processes, which this format does not store: `save` and `load` refuse them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
 COMPLETE_MARKER = "checkpoint_complete.json"
+FORMAT_VERSION = 1
+WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE = "model.safetensors", "optimizer.pt", "scheduler.pt"
+SCALER_FILE, TRAIN_STATE_FILE = "scaler.pt", "train_state.json"
+REQUIRED_FILES = (WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, TRAIN_STATE_FILE)
+CHECKPOINT_FILE = re.compile(r"(model\.safetensors|optimizer\.pt|scheduler\.pt|scaler\.pt|train_state\.json"
+                             r"|rng_state_\d+\.json)")
+STEP_FOLDER = re.compile(r"step-(\d+)")
+BEST = "best"
+UNSUPPORTED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")  # accelerate's DistributedType values with sharded states
+
+
+def rng_file(rank: int) -> str:
+    return f"rng_state_{rank}.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or must not be loaded (incomplete, corrupted, or holding a pickle)."""
 
 
 @dataclass
 class TrainState:
-    """Where training stands; saved with every checkpoint (Accelerate's `register_for_checkpointing`)."""
+    """Where training stands; saved with every checkpoint as `train_state.json`."""
 
     step: int = 0  # optimizer updates done
     epoch: int = 0
@@ -33,97 +76,229 @@ class TrainState:
     tokens_seen: int = 0  # target tokens, all processes
     skipped_updates: int = 0  # updates skipped because the loss was not finite
     elapsed_seconds: float = 0.0  # training time before this process started (for --max-minutes)
-    history: list = field(default_factory=list)  # validation results
+    history: list = field(default_factory=list)  # validation results: dicts of numbers and strings
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+        """Set every field from `state`; a field it lacks (saved by an earlier version) takes its default."""
+        if not isinstance(state, dict):
+            raise CheckpointError(f"The saved run state is a {type(state).__name__}, not a JSON object.")
+        known = {f.name: f for f in fields(self)}
+        unknown = sorted(set(state) - set(known))
+        if unknown:
+            raise CheckpointError(f"The saved run state has fields this version does not know: {unknown}.")
+        for name, f in known.items():
+            default = f.default if f.default_factory is MISSING else f.default_factory()
+            setattr(self, name, state.get(name, default))
 
 
 class CheckpointManager:
-    """`checkpoints/step-000123/` folders written atomically, keeping the last `keep`.
+    """`checkpoints/step-0000123/` folders (see the module docstring), the last `keep` kept, and `best/`.
 
-    A checkpoint is written into a hidden temporary folder; when every process has written its part, the main
-    process records each file's size in `checkpoint_complete.json` and renames the folder into place. A crash
-    at any moment leaves either a complete checkpoint or a folder that `latest()` recognizes as incomplete
-    (no marker, or files whose sizes differ from the marker) and skips with a message.
+    Every process calls `save` and `load`. In `save` the main process writes the shared files and each process its
+    random states into `.tmp-step-0000123/`; when all have written, the main process hashes the files into the
+    marker, fsyncs, and renames the folder into place. Processes agree after each phase, so an error in one (a
+    full disk) raises `CheckpointError` in all, and the temporary folder is removed.
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int | None = 5, log=print):
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+            raise ValueError(f"--keep-checkpoints must be an integer >= 1 (or None to keep all), got {keep!r}.")
         self.directory = Path(directory)
         self.keep = keep
         self.log = log
 
     def path(self, step: int) -> Path:
+        if step < 0:
+            raise ValueError(f"A checkpoint step is >= 0, got {step}.")
         return self.directory / f"step-{step:07d}"
 
-    def save(self, accelerator, step: int) -> Path:
-        final = self.path(step)
-        temporary = self.directory / f".tmp-step-{step:07d}"
-        if accelerator.is_main_process:
-            shutil.rmtree(temporary, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(temporary))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            files = {str(p.relative_to(temporary)): p.stat().st_size for p in sorted(temporary.rglob("*")) if p.is_file()}
-            marker = {"step": step, "files": files, "time": time.time()}
-            with open(temporary / COMPLETE_MARKER, "w") as f:
-                json.dump(marker, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(temporary, final)
-            self._prune()
-        accelerator.wait_for_everyone()
+    # Writing
+
+    def save(self, accelerator, step: int, *, model, optimizer, scheduler, state: TrainState,
+             best: bool = False) -> Path:
+        """Write checkpoint `step` (with `best`, `best/` holds it too); returns its folder. Call on every process."""
+        _check_supported(accelerator)
+        final, temporary = self.path(step), self.directory / f".tmp-step-{step:07d}"
+        # What every process contributes, computed first: an unserializable state fails here, on all processes.
+        train_state = json.dumps(state.state_dict(), indent=1)
+        rng_state = json.dumps(_rng_state(accelerator))
+        weights = accelerator.get_state_dict(model)  # a collective call under some distributed setups
+
+        self._phase(accelerator, temporary, "prepare", accelerator.is_main_process, lambda: self._prepare(temporary))
+        self._phase(accelerator, temporary, "write", True, lambda: self._write_parts(
+            accelerator, temporary, weights, model, optimizer, scheduler, train_state, rng_state))
+        self._phase(accelerator, temporary, "complete", accelerator.is_main_process,
+                    lambda: self._complete(temporary, final, step, accelerator.num_processes, best))
         _crash_test_hook(step)
         return final
 
-    def _prune(self) -> None:
+    def _phase(self, accelerator, temporary: Path, what: str, runs_here: bool, work) -> None:
+        """Run `work` where `runs_here`, then wait for every process; if any failed, all raise."""
+        error = None
+        if runs_here:
+            try:
+                work()
+            except Exception as caught:  # reported to every process below, then raised here
+                error = caught
+        if _all_succeeded(accelerator, error is None):
+            return
+        if accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+        if error is not None:
+            raise CheckpointError(f"Writing checkpoint {temporary.name} failed ({what}): {error}") from error
+        raise CheckpointError(f"Writing checkpoint {temporary.name} failed ({what}) in another process.")
+
+    def _prepare(self, temporary: Path) -> None:
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True)
+            _fsync(self.directory.parent)
+        self._remove_leftovers()
+        temporary.mkdir()
+
+    def _write_parts(self, accelerator, temporary, weights, model, optimizer, scheduler, train_state, rng_state):
+        """Each process its random states; the main process the model, optimizer, scheduler and run state."""
+        _write_text(temporary / rng_file(accelerator.process_index), rng_state)
+        if not accelerator.is_main_process:
+            return
+        from safetensors.torch import save_file
+
+        tied = set(getattr(accelerator.unwrap_model(model), "all_tied_weights_keys", {}) or {})
+        save_file(_storable(weights, tied), str(temporary / WEIGHTS_FILE), metadata={"format": "pt"})
+        torch.save(optimizer.state_dict(), temporary / OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), temporary / SCHEDULER_FILE)
+        for name in (WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE):
+            _fsync(temporary / name)
+        if getattr(accelerator, "scaler", None) is not None:
+            torch.save(accelerator.scaler.state_dict(), temporary / SCALER_FILE)
+            _fsync(temporary / SCALER_FILE)
+        _write_text(temporary / TRAIN_STATE_FILE, train_state)
+
+    def _complete(self, temporary: Path, final: Path, step: int, processes: int, best: bool) -> None:
+        """The marker, then the rename into place; `best/`; pruning. Main process only."""
+        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(temporary.iterdir())}
+        marker = {"format": FORMAT_VERSION, "step": step, "processes": processes, "time": time.time(), "files": files}
+        _write_text(temporary / COMPLETE_MARKER, json.dumps(marker, indent=1))
+        _fsync(temporary)
+        _replace_folder(temporary, final)
+        if best:
+            self._keep_as_best(final, marker)
+        self._prune(keep_also=final)
+
+    def _keep_as_best(self, folder: Path, marker: dict) -> None:
+        """`best/` holds the files of `folder` (hard links where the filesystem allows), written atomically too."""
+        temporary = self.directory / ".tmp-best"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+        for name in marker["files"]:
+            _link_or_copy(folder / name, temporary / name)
+        best_marker = {**marker, "source": folder.name, "time": time.time()}
+        _write_text(temporary / COMPLETE_MARKER, json.dumps(best_marker, indent=1))
+        _fsync(temporary)
+        _replace_folder(temporary, self.directory / BEST)
+        self.log(f"Kept {folder.name} as the best checkpoint in {self.directory / BEST}.")
+
+    def _prune(self, keep_also: Path) -> None:
         if self.keep is None:
             return
         for old in self.complete()[: -self.keep]:
-            shutil.rmtree(old)
+            if old != keep_also:
+                shutil.rmtree(old)
+        _fsync(self.directory)
 
-    def problem(self, folder: Path) -> str | None:
-        """Why `folder` is not a usable checkpoint, or None if it is complete."""
-        marker = folder / COMPLETE_MARKER
-        if not marker.is_file():
-            return "it has no completion marker (writing was interrupted)"
-        try:
-            files = json.loads(marker.read_text())["files"]
-        except (ValueError, KeyError) as error:
-            return f"its completion marker is unreadable ({error})"
-        for name, size in files.items():
-            path = folder / name
-            if not path.is_file():
-                return f"{name} is missing"
-            if path.stat().st_size != size:
-                return f"{name} has {path.stat().st_size} bytes, the marker says {size}"
+    def _remove_leftovers(self) -> None:
+        """Remove `.tmp-*` folders: checkpoints being written when a run stopped. Main process only."""
+        for leftover in sorted(self.directory.glob(".tmp-*")):
+            self.log(f"Removing {leftover}: a checkpoint that was being written when the run stopped.")
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    # Reading
+
+    def problem(self, folder: str | os.PathLike, rank: int | None = None) -> str | None:
+        """Why `folder` is not a usable checkpoint (for process `rank`, if given), or None if it is complete."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            return "it is not a folder"
+        files = _marker_files(folder)
+        if isinstance(files, str):
+            return files
+        for entry in sorted(folder.iterdir()):
+            if entry.suffix == ".pkl":
+                return (f"it contains {entry.name}, a pickle, which could run code when loaded "
+                        "(this version writes and loads none)")
+            if entry.name != COMPLETE_MARKER and entry.name not in files:
+                return f"{entry.name} is not listed in its marker"
+        needed = REQUIRED_FILES + (() if rank is None else (rng_file(rank),))
+        for name in needed:
+            if name not in files:
+                return f"its marker lists no {name}"
+        for name, entry in files.items():
+            if not CHECKPOINT_FILE.fullmatch(name):
+                return f"its marker lists {name}, which is not a checkpoint file"
+            if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or "size" not in entry:
+                return f"its marker has no sha256 for {name} (a checkpoint of an earlier version, with pickles)"
+            problem = _file_problem(folder / name, entry)
+            if problem:
+                return problem
         return None
 
-    def complete(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
+    def _step_folders(self) -> list[tuple[int, Path]]:
+        """`step-N` folders in numeric order of N (step-10000000 after step-9999999)."""
         if not self.directory.is_dir():
             return []
-        folders = sorted(p for p in self.directory.glob("step-*") if p.is_dir())
-        return [p for p in folders if self.problem(p) is None]
+        found = ((STEP_FOLDER.fullmatch(p.name), p) for p in self.directory.iterdir() if p.is_dir())
+        return sorted((int(match.group(1)), p) for match, p in found if match)
+
+    def complete(self) -> list[Path]:
+        """Complete, verified checkpoints, oldest first (`best/` is not among them)."""
+        return [p for _, p in self._step_folders() if self.problem(p) is None]
 
     def latest(self) -> Path | None:
-        """The newest complete checkpoint; incomplete ones are reported and skipped."""
+        """The newest complete checkpoint; broken ones are reported and skipped, leftover `.tmp-*` folders removed."""
         if not self.directory.is_dir():
             return None
-        for leftover in sorted(self.directory.glob(".tmp-step-*")):
-            self.log(f"Ignoring {leftover}: a checkpoint that was being written when the run stopped.")
-        for folder in sorted((p for p in self.directory.glob("step-*") if p.is_dir()), reverse=True):
+        if _is_main_process():
+            self._remove_leftovers()
+        for _, folder in reversed(self._step_folders()):
             problem = self.problem(folder)
             if problem is None:
                 return folder
             self.log(f"Skipping checkpoint {folder}: {problem}.")
         return None
+
+    def best(self) -> Path | None:
+        """The checkpoint kept as best (`save(..., best=True)`), if there is one and it is complete."""
+        folder = self.directory / BEST
+        if not folder.is_dir():
+            return None
+        problem = self.problem(folder)
+        if problem is not None:
+            self.log(f"Skipping the best checkpoint {folder}: {problem}.")
+            return None
+        return folder
+
+    def load(self, folder: str | os.PathLike, accelerator, *, model, optimizer, scheduler, state: TrainState) -> None:
+        """Restore a run from `folder` after verifying it: weights, optimizer, schedule, random states, TrainState."""
+        from safetensors.torch import load_file
+
+        _check_supported(accelerator)
+        folder = Path(folder)
+        problem = self.problem(folder, rank=accelerator.process_index)
+        if problem is not None:
+            raise CheckpointError(f"Cannot load checkpoint {folder}: {problem}.")
+        saved_state = json.loads((folder / TRAIN_STATE_FILE).read_text())
+        type(state)().load_state_dict(saved_state)  # unknown fields raise before anything is loaded
+        rng_state = json.loads((folder / rng_file(accelerator.process_index)).read_text())
+        weights = load_file(str(folder / WEIGHTS_FILE))
+        load_model_weights(accelerator.unwrap_model(model), weights, folder / WEIGHTS_FILE)
+        optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+        scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True))
+        if getattr(accelerator, "scaler", None) is not None and (folder / SCALER_FILE).is_file():
+            accelerator.scaler.load_state_dict(torch.load(folder / SCALER_FILE, map_location="cpu", weights_only=True))
+        state.load_state_dict(saved_state)
+        _set_rng_state(accelerator, rng_state)
 
 
 def _crash_test_hook(step: int) -> None:
@@ -131,6 +306,182 @@ def _crash_test_hook(step: int) -> None:
     as a preempted job would, when VANILLA_TEST_SIGKILL_AFTER_STEP names that step."""
     if os.environ.get("VANILLA_TEST_SIGKILL_AFTER_STEP") == str(step):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+# Files: durable writes, hashes, the marker
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to the disk."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except (IsADirectoryError, PermissionError):  # folders cannot be opened on Windows; nothing to flush there
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _replace_folder(temporary: Path, final: Path) -> None:
+    """Rename `temporary` to `final` (replacing an earlier one), then fsync their parent."""
+    if final.exists():
+        old = final.parent / f".tmp-old-{final.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(temporary, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(temporary, final)
+    _fsync(final.parent)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)  # already fsynced with `source`
+    except OSError:
+        shutil.copyfile(source, target)
+        _fsync(target)
+
+
+_SHA256: dict[tuple, str] = {}  # (path, inode, size, mtime) -> sha256 of the file's bytes, this process
+
+
+def _sha256(path: Path) -> str:
+    info = path.stat()
+    key = (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
+    if key not in _SHA256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        _SHA256[key] = digest.hexdigest()
+    return _SHA256[key]
+
+
+def _marker_files(folder: Path) -> dict | str:
+    """The `files` of `folder`'s marker, or why there is none to trust."""
+    marker = folder / COMPLETE_MARKER
+    if not marker.is_file():
+        return "it has no completion marker (writing was interrupted)"
+    try:
+        files = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError, TypeError) as error:
+        return f"its completion marker is unreadable ({error})"
+    if not isinstance(files, dict):
+        return "its completion marker is unreadable (no list of files)"
+    return files
+
+
+def _file_problem(path: Path, entry) -> str | None:
+    """Why `path` differs from its marker entry ({"size", "sha256"}, or a bare size from an earlier version)."""
+    size = entry["size"] if isinstance(entry, dict) else entry
+    if not path.is_file():
+        return f"{path.name} is missing"
+    if path.stat().st_size != size:
+        return f"{path.name} has {path.stat().st_size} bytes, the marker says {size}"
+    if isinstance(entry, dict) and "sha256" in entry and _sha256(path) != entry["sha256"]:
+        return f"{path.name} does not match its sha256 in the marker"
+    return None
+
+
+# Processes, model weights, random states
+
+
+def _check_supported(accelerator) -> None:
+    kind = getattr(accelerator.distributed_type, "value", str(accelerator.distributed_type))
+    if kind in UNSUPPORTED:
+        raise CheckpointError(f"Checkpoints of {kind} runs are not supported: their optimizer state is sharded "
+                              "across processes, and this format stores one optimizer state.")
+
+
+def _all_succeeded(accelerator, succeeded: bool) -> bool:
+    """A barrier that also tells every process whether all succeeded."""
+    if accelerator.num_processes == 1:
+        return succeeded
+    flags = accelerator.gather(torch.tensor([0 if succeeded else 1], device=accelerator.device))
+    return int(flags.sum()) == 0
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _storable(weights: dict[str, torch.Tensor], tied: set[str]) -> dict[str, torch.Tensor]:
+    """The state dict as safetensors accepts it: a tied copy (one of `tied`, the same tensor as another) is left
+    out, as `save_pretrained` does; other tensors that share memory are stored as copies."""
+    kept: dict[str, torch.Tensor] = {}
+    seen: dict[int, torch.Tensor] = {}  # storage address -> the first tensor stored from it
+    for name in sorted(weights, key=lambda n: n in tied):  # sources before tied copies
+        tensor = weights[name].detach()
+        address = tensor.untyped_storage().data_ptr()
+        first = seen.get(address)
+        if first is None:
+            seen[address] = tensor
+            kept[name] = tensor.contiguous()
+        elif name in tied and _same_view(tensor, first):
+            continue
+        else:
+            kept[name] = tensor.clone().contiguous()
+    return {name: kept[name] for name in weights if name in kept}
+
+
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (a.data_ptr(), a.shape, a.stride(), a.dtype) == (b.data_ptr(), b.shape, b.stride(), b.dtype)
+
+
+def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
+    """Load `weights` into `model`; only tied copies (`all_tied_weights_keys`) may be absent, then they are re-tied."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ValueError(f"The weights in {source} do not fit the model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}.")
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+
+
+def _rng_state(accelerator) -> dict:
+    """This process's random states as JSON values."""
+    import numpy as np
+
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state().tolist(),
+        "accelerate_step": int(getattr(accelerator, "step", 0)),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(accelerator, state: dict) -> None:
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state.get("cuda") and torch.cuda.is_available():
+        devices = min(len(state["cuda"]), torch.cuda.device_count())
+        for device, saved in enumerate(state["cuda"][:devices]):
+            torch.cuda.set_rng_state(torch.tensor(saved, dtype=torch.uint8), device)
+    if hasattr(accelerator, "step"):
+        accelerator.step = state.get("accelerate_step", 0)
 
 
 # Section 6.1: checkpoint averaging
@@ -146,11 +497,25 @@ def find_weights(folder: str | os.PathLike) -> Path:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file, or of a .bin state dict (unpickled with weights_only=True)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def verified_weights(folder: str | os.PathLike) -> Path:
+    """`find_weights`, and for a training checkpoint (it has a marker) the weights' size and sha256 checked."""
+    path = find_weights(folder)
+    files = _marker_files(path.parent) if (path.parent / COMPLETE_MARKER).is_file() else None
+    if files is None:
+        return path
+    problem = files if isinstance(files, str) else (
+        f"{path.name} is not listed in its marker" if path.name not in files else _file_problem(path, files[path.name]))
+    if problem:
+        raise ValueError(f"Cannot use checkpoint {path.parent}: {problem}.")
+    return path
 
 
 def average_checkpoints(folders: Sequence[str | os.PathLike]) -> dict[str, torch.Tensor]:
@@ -159,7 +524,7 @@ def average_checkpoints(folders: Sequence[str | os.PathLike]) -> dict[str, torch
         raise ValueError("No checkpoints to average.")
     total: dict[str, torch.Tensor] = {}
     for folder in folders:
-        weights = load_weights(find_weights(folder))
+        weights = load_weights(verified_weights(folder))
         if total and weights.keys() != total.keys():
             raise ValueError(f"{folder} holds different parameters than {folders[0]}: checkpoints of different models?")
         for name, tensor in weights.items():
@@ -173,11 +538,5 @@ def average_checkpoints(folders: Sequence[str | os.PathLike]) -> dict[str, torch
 
 
 def load_averaged_weights(model: nn.Module, averaged: dict[str, torch.Tensor]) -> None:
-    """Load averaged weights into `model` (keys as saved by Accelerate or save_pretrained; tied copies may be absent)."""
-    missing, unexpected = model.load_state_dict(averaged, strict=False)
-    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
-    missing = [k for k in missing if k not in tied]
-    if missing or unexpected:
-        raise ValueError(f"Averaged weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}.")
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
+    """Load averaged weights into `model` (keys as in a checkpoint or save_pretrained; tied copies may be absent)."""
+    load_model_weights(model, averaged, "the averaged checkpoints")
