@@ -8,7 +8,9 @@ shares with `vanilla-finetune`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 from pathlib import Path
 
 PRESETS = ("tiny", "small", "base", "big")
@@ -82,7 +84,9 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output-dir")
     out.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     out.add_argument("--save-every", type=int, default=0, help="checkpoint every N updates (0 = off)")
-    out.add_argument("--save-every-minutes", type=float, default=0.0, help="checkpoint every N minutes (0 = off)")
+    out.add_argument("--save-every-minutes", type=float, default=10.0,
+                     help="checkpoint every N minutes (0 = off; section 6.1 wrote one every 10 minutes); a checkpoint "
+                          "is also written at the end and on SIGTERM/SIGINT whenever checkpoints are on")
     out.add_argument("--keep-checkpoints", type=int, default=5)
     out.add_argument("--average-last", type=int, default=0,
                      help="the final model averages the last N checkpoints (section 6.1: 5 for base, 20 for big)")
@@ -127,18 +131,52 @@ def data_source_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
+# Every numeric option of vanilla-train: (the test it must pass, the allowed range in words). None = not given.
+NUMBER_RULES = {
+    "max_length": (lambda v: v >= 1, "an integer >= 1"),
+    "num_proc": (lambda v: v is None or v >= 1, "an integer >= 1"),
+    "vocab_size": (lambda v: v >= 260, "an integer >= 260 (4 special tokens and the 256 bytes)"),
+    "max_tokens": (lambda v: v >= 1, "an integer >= 1"),
+    "update_freq": (lambda v: v >= 1, "an integer >= 1"),
+    "warmup_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "lr_scale": (lambda v: math.isfinite(v) and v > 0, "a number > 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "clip_norm": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 = off)"),
+    "seed": (lambda v: v >= 0, "an integer >= 0"),
+    "max_bad_updates": (lambda v: v >= 1, "an integer >= 1"),
+    "max_steps": (lambda v: v is None or v >= 1, "an integer >= 1"),
+    "max_epochs": (lambda v: v is None or v >= 1, "an integer >= 1"),
+    "max_minutes": (lambda v: v is None or (math.isfinite(v) and v > 0), "a number of minutes > 0"),
+    "eval_every": (lambda v: v >= 0, "an integer >= 0 (0 = only at the end)"),
+    "bleu_every": (lambda v: v >= 0, "an integer >= 0 (0 = only at the end)"),
+    "bleu_sentences": (lambda v: v is None or v >= 1, "an integer >= 1"),
+    "num_beams": (lambda v: v >= 1, "an integer >= 1"),
+    "length_penalty": (lambda v: math.isfinite(v), "a finite number"),
+    "save_every": (lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    "save_every_minutes": (lambda v: math.isfinite(v) and v >= 0, "a number of minutes >= 0 (0 = off)"),
+    "keep_checkpoints": (lambda v: v >= 1, "an integer >= 1"),
+    "average_last": (lambda v: v >= 0, "an integer >= 0 (0 = off)"),
+    "log_every": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+
+def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every numeric option in its range, or an error naming the flag and the range, before any work is done."""
+    for name, (allowed, words) in NUMBER_RULES.items():
+        value = getattr(args, name)
+        if not allowed(value):
+            parser.error(f"--{name.replace('_', '-')} must be {words}, got {value}")
+
+
 def check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse bad combinations now, before any data is read or model built."""
     check_data_arguments(parser, args)
+    check_numbers(parser, args)
     if args.max_tokens < args.max_length:
         parser.error(f"--max-tokens {args.max_tokens} is smaller than the longest allowed sentence (--max-length "
                      f"{args.max_length} tokens): such a pair could not fit in any batch. Raise --max-tokens or "
                      "lower --max-length.")
-    for name in ("max_tokens", "update_freq", "warmup_steps", "max_length", "vocab_size", "num_beams"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 <= args.label_smoothing < 1:
-        parser.error("--label-smoothing must be in [0, 1)")
+    check_numbers(parser, args)
     if args.max_steps is None and args.max_epochs is None and args.max_minutes is None:
         parser.error("give a stopping rule: --max-steps, --max-epochs or --max-minutes")
     if args.overwrite and args.resume:
@@ -175,8 +213,11 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def check_output_dir(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """An empty or new folder; with --resume, a run of this command with the same settings; else --overwrite."""
+    """A new or empty folder; with --resume, a run of this command with the same settings and data; with
+    --overwrite, only a folder that holds an earlier run (it has run_config.json) and holds none of the inputs."""
     out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--output-dir {out} is a file, not a folder")
     if not out.exists() or not any(out.iterdir()):
         if args.resume:
             parser.error(f"--resume: {out} holds no run to continue")
@@ -184,14 +225,75 @@ def check_output_dir(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     previous = out / RUN_CONFIG
     if args.resume:
         if not previous.is_file():
-            parser.error(f"--resume: {out} holds no {RUN_CONFIG}, so no run of this script to continue")
-        earlier = json.loads(previous.read_text())
-        differences = [f"--{k.replace('_', '-')} was {earlier.get(k)!r}, now {getattr(args, k)!r}"
-                       for k in RESUME_MUST_MATCH if earlier.get(k) != getattr(args, k)]
+            parser.error(f"--resume: {out} holds no {RUN_CONFIG}, so no run of this command to continue")
+        differences = resume_differences(json.loads(previous.read_text()), args)
         if differences:
-            parser.error(f"--resume: the run in {out} used other settings: {'; '.join(differences)}")
+            parser.error(f"--resume: the run in {out} used other settings: {'; '.join(differences)}. Continue it with "
+                         "the same settings, or start a new run in another --output-dir")
         return
+    if not previous.is_file():
+        parser.error(f"{out} already holds other files and no run of this command ({RUN_CONFIG}): choose another "
+                     "--output-dir (--overwrite only replaces an earlier run)")
     if not args.overwrite:
-        what = "a different run" if previous.is_file() else "other files"
-        parser.error(f"{out} already holds {what}. Pass --resume to continue it, --overwrite to replace it, "
+        parser.error(f"{out} already holds a different run. Pass --resume to continue it, --overwrite to replace it, "
                      "or choose another --output-dir")
+    check_safe_to_delete(parser, out, args)
+
+
+def check_safe_to_delete(parser: argparse.ArgumentParser, out: Path, args: argparse.Namespace) -> None:
+    """--overwrite deletes `out`: never the current folder or one above it, and never one holding an input."""
+    folder = out.resolve()
+    if folder == Path.home().resolve() or Path.cwd().resolve().is_relative_to(folder):
+        parser.error(f"--overwrite would delete {out}, which is the current folder, one above it or your home "
+                     "folder: choose another --output-dir")
+    inputs = [args.tokenizer] if args.tokenizer else []
+    for name in ("train_files", "valid_files", "test_files", "train_jsonl", "valid_jsonl", "test_jsonl"):
+        inputs += getattr(args, name) or []
+    for item in inputs:
+        if Path(item).resolve().is_relative_to(folder):
+            parser.error(f"--overwrite would delete {out}, which holds the input {item}: choose another --output-dir")
+
+
+def resume_differences(earlier: dict, args: argparse.Namespace) -> list[str]:
+    """What a resume changes that the saved run depends on: settings, the precision it resolved, the data."""
+    from .hardware import default_precision
+
+    now = {k: getattr(args, k) for k in RESUME_MUST_MATCH}
+    now["precision"] = args.precision or default_precision(args.cpu)  # the run stored the resolved precision
+    differences = [f"--{k.replace('_', '-')} was {earlier.get(k)!r}, now {now[k]!r}"
+                   for k in RESUME_MUST_MATCH if earlier.get(k) != now[k]]
+    fingerprint = data_fingerprint(args)
+    if earlier.get("data_fingerprint") not in (None, fingerprint):
+        differences.append("the training data changed (other files, other contents, or another --dataset)")
+    tokenizer = Path(args.tokenizer) if args.tokenizer else None
+    saved = Path(args.output_dir) / "tokenizer.json"
+    if tokenizer is not None and saved.is_file() and file_digest(tokenizer / "tokenizer.json") != file_digest(saved):
+        differences.append(f"--tokenizer {tokenizer} is not the tokenizer the run saved ({saved})")
+    return differences
+
+
+def data_fingerprint(args: argparse.Namespace) -> str:
+    """Names the training data: the Hub id and config, or each training file's name, size and contents."""
+    if args.dataset:
+        return f"hub:{args.dataset}:{args.dataset_config}"
+    digests = []
+    for prefix in args.train_files or []:
+        for language in (args.source_lang, args.target_lang):
+            candidates = [Path(f"{prefix}.{language}"), Path(f"{prefix}.{language}.gz")]
+            path = next((c for c in candidates if c.is_file()), None)
+            digests.append(f"{Path(prefix).name}.{language}:{file_digest(path) if path else 'missing'}")
+    for path in args.train_jsonl or []:
+        digests.append(f"{Path(path).name}:{file_digest(Path(path)) if Path(path).is_file() else 'missing'}")
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """Size and sha256 of the first and last MiB: cheap for multi-GB corpora, and changes with any edit of size."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(size - chunk, chunk))
+            digest.update(f.read(chunk))
+    return f"{size}:{digest.hexdigest()[:16]}"

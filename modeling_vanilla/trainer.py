@@ -6,7 +6,7 @@ The loop is `train` -> `train_step` (one update: accumulation, the NaN guard, cl
 `log_validate_and_save` (metrics, validation, checkpoints). The pieces live in modules named for them: `options`
 (the command line), `data` and `tokenization` (5.1), `optimization` (5.3), `evaluation` (loss, BLEU),
 `checkpoints` (atomic checkpoints, 6.1 averaging), `model_card`. The same code runs on a 2-core CPU, one GPU or
-many (DDP, FSDP or DeepSpeed through `accelerate launch`), in fp32, bf16 or fp16; `vanilla-train --help` lists
+many (DDP through `accelerate launch`; FSDP or DeepSpeed without checkpoints), in fp32, bf16 or fp16; `vanilla-train --help` lists
 the options, and README.md the commands for the quickstart, Multi30k and the paper's WMT14 base model.
 """
 
@@ -17,8 +17,10 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from .checkpoints import CheckpointManager, TrainState, average_checkpoints, loa
 from .evaluation import batch_loss, bleu_on_split, load_batch, validation_loss
 from .hardware import default_precision, gpu_available
 from .optimization import build_optimizer, build_scheduler
-from .options import RUN_CONFIG, data_source_options
+from .options import RUN_CONFIG, data_fingerprint, data_source_options
 
 METRICS = "metrics.jsonl"
 
@@ -47,6 +49,8 @@ class Run:
     started: float = field(default_factory=time.time)  # when the clock of this process last started
     last_save: float = field(default_factory=time.time)
     consecutive_bad: int = 0  # updates skipped in a row by the NaN guard
+    stop_signal: int | None = None  # SIGTERM/SIGINT received: checkpoint and exit after the current update
+    training_objects: dict = field(default_factory=dict)  # model, optimizer, scheduler: what a checkpoint holds
 
     def print(self, *message) -> None:
         self.accelerator.print(*message)
@@ -59,6 +63,9 @@ class Run:
         """Move this process's elapsed time into the state (saved with checkpoints)."""
         self.state.elapsed_seconds += time.time() - self.started
         self.started = time.time()
+
+    def checkpointing(self) -> bool:
+        return bool(self.args.save_every or self.args.save_every_minutes)
 
     def should_stop(self) -> bool:
         a, s = self.args, self.state
@@ -121,18 +128,42 @@ def start_run(args: argparse.Namespace) -> Run:
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=str(out),
     )
+    check_sharding(accelerator, args)
+    if args.resume:
+        check_resume_processes(out, accelerator.num_processes)
     if args.overwrite and accelerator.is_main_process and out.exists():
-        shutil.rmtree(out)
+        shutil.rmtree(out)  # options.check_safe_to_delete: an earlier run, not the current folder, no input inside
     accelerator.wait_for_everyone()
     out.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process and not args.resume:
-        (out / RUN_CONFIG).write_text(json.dumps(vars(args), indent=1, default=str))
+        run_config = {**vars(args), "data_fingerprint": data_fingerprint(args),
+                      "processes": accelerator.num_processes}
+        (out / RUN_CONFIG).write_text(json.dumps(run_config, indent=1, default=str))
     set_seed(args.seed)
     if accelerator.device.type == "cpu":
         # Tiny gradients and Adam moments become subnormal floats as the loss falls; x86 CPUs handle those up to
         # ~100x slower. Flushing them to zero changes nothing measurable in training and keeps steps fast.
         torch.set_flush_denormal(True)
     return Run(args=args, accelerator=accelerator, out=out, metrics=MetricsLog(out / METRICS, accelerator))
+
+
+def check_sharding(accelerator, args: argparse.Namespace) -> None:
+    """Checkpoints hold one full optimizer state (checkpoints.py); FSDP and DeepSpeed shard it. Say so now, not at the
+    first checkpoint ten minutes into the run."""
+    sharded = str(accelerator.distributed_type).rsplit(".", 1)[-1] in ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+    if sharded and (args.save_every or args.save_every_minutes):
+        raise SystemExit(f"vanilla-train: error: checkpoints store one full optimizer state, which "
+                         f"{accelerator.distributed_type} shards. Train with DDP (accelerate launch --multi_gpu), or "
+                         "turn checkpoints off with --save-every 0 --save-every-minutes 0.")
+
+
+def check_resume_processes(out: Path, processes: int) -> None:
+    """The saved batch position counts batches per process: a resume must use as many processes."""
+    earlier = json.loads((out / RUN_CONFIG).read_text()).get("processes")
+    if earlier is not None and earlier != processes:
+        raise SystemExit(f"vanilla-train: error: --resume: the run in {out} trained with {earlier} process(es), this "
+                         f"launch has {processes}: its saved position in the data would point into other batches. "
+                         f"Resume with {earlier} process(es).")
 
 
 def prepare_corpus(run: Run) -> Corpus:
@@ -163,10 +194,13 @@ def get_tokenizer(run: Run, raw):
     from .tokenization import train_bpe_tokenizer
 
     args, accelerator = run.args, run.accelerator
+    if args.resume and (run.out / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(run.out)  # the run's own (options checked that --tokenizer is the same)
     if args.tokenizer:
-        return AutoTokenizer.from_pretrained(args.tokenizer)
-    if (run.out / "tokenizer.json").is_file() and args.resume:
-        return AutoTokenizer.from_pretrained(run.out)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        if accelerator.is_main_process:  # in the run folder from the start, so that --resume finds it
+            tokenizer.save_pretrained(run.out)
+        return tokenizer
     with accelerator.main_process_first():
         if not accelerator.is_main_process:
             return AutoTokenizer.from_pretrained(run.out)
@@ -190,14 +224,14 @@ def build_model_and_optimizer(run: Run, corpus: Corpus):
     config = getattr(VanillaTransformerConfig, args.preset)(vocab_size=len(tokenizer), **special,
                                                             **args.config_overrides)
     model = VanillaTransformerForConditionalGeneration(config)
-    model.generation_config.num_beams, model.generation_config.length_penalty = args.num_beams, args.length_penalty
+    set_decoding(model.generation_config, args.num_beams, args.length_penalty)
     if accelerator.is_main_process:  # the config beside the tokenizer lets vanilla-average work mid-run
         config.save_pretrained(run.out)
     optimizer = build_optimizer(model)
     scheduler = build_scheduler(optimizer, config.d_model, args.warmup_steps, args.lr_scale)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    accelerator.register_for_checkpointing(run.state)
     run.checkpoints = CheckpointManager(run.out / "checkpoints", keep=args.keep_checkpoints, log=run.print)
+    run.training_objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
     if args.resume:
         resume(run)
     if args.report_to != "none":
@@ -208,14 +242,45 @@ def build_model_and_optimizer(run: Run, corpus: Corpus):
     return model, optimizer, scheduler
 
 
+def set_decoding(generation_config, num_beams: int, length_penalty: float) -> None:
+    """Section 6.1's beam search (or greedy with --num-beams 1, where a length penalty means nothing and transformers
+    refuses to save one), checked now rather than when the trained model is saved."""
+    generation_config.num_beams = num_beams
+    generation_config.length_penalty = length_penalty if num_beams > 1 else 1.0
+    try:
+        generation_config.validate(strict=True)
+    except ValueError as error:
+        raise SystemExit(f"vanilla-train: error: --num-beams {num_beams} --length-penalty {length_penalty}: "
+                         f"{error}") from None
+
+
 def resume(run: Run) -> None:
     latest = run.checkpoints.latest()
     if latest is None:
         run.print(f"No complete checkpoint in {run.checkpoints.directory}: starting from the beginning.")
+    else:
+        run.checkpoints.load(latest, run.accelerator, state=run.state, **run.training_objects)
+        state = run.state
+        run.print(f"Resumed from {latest}: step {state.step}, epoch {state.epoch}, batch {state.batch_in_epoch}.")
+    if run.accelerator.is_main_process:
+        forget_metrics_after(run.out / METRICS, run.state.step)
+
+
+def forget_metrics_after(path: Path, step: int) -> None:
+    """metrics.jsonl keeps what happened up to the resumed step; the updates after it are done again."""
+    if not path.is_file():
         return
-    run.accelerator.load_state(str(latest))
-    state = run.state
-    run.print(f"Resumed from {latest}: step {state.step}, epoch {state.epoch}, batch {state.batch_in_epoch}.")
+    kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.replace(temporary, path)
+
+
+def save_checkpoint(run: Run, best: bool = False) -> Path:
+    run.bank_time()
+    folder = run.checkpoints.save(run.accelerator, run.state.step, state=run.state, best=best, **run.training_objects)
+    run.last_save = time.time()
+    return folder
 
 
 # The loop
@@ -230,6 +295,15 @@ def train(run: Run, corpus: Corpus, model, optimizer, scheduler) -> None:
                     desc="training", dynamic_ncols=True)
     window = {"tokens": 0, "start": time.time()}  # target tokens/s since the last log line
     model.train()
+    with stop_on_signals(run):
+        train_epochs(run, corpus, model, optimizer, scheduler, progress, window)
+    progress.close()
+    run.bank_time()
+
+
+def train_epochs(run: Run, corpus: Corpus, model, optimizer, scheduler, progress, window: dict) -> None:
+    """Epochs until a stopping rule holds or a stop signal arrives."""
+    args, state = run.args, run.state
     while not run.should_stop():
         corpus.sampler.set_epoch(state.epoch)
         batches = list(corpus.sampler)
@@ -243,11 +317,62 @@ def train(run: Run, corpus: Corpus, model, optimizer, scheduler) -> None:
             progress.update(1)
             window["tokens"] += update["tokens"]
             log_validate_and_save(run, corpus, model, update, window, progress)
+            _test_signal_hook(state.step)
+            if signal_received(run):
+                stop_after_signal(run)
         if state.batch_in_epoch >= len(batches):  # the epoch is done (not merely interrupted by a limit)
             state.epoch += 1
             state.batch_in_epoch = 0
-    progress.close()
-    run.bank_time()
+
+
+@contextmanager
+def stop_on_signals(run: Run):
+    """SIGTERM (preemption) and SIGINT (Ctrl-C) end the run after the current update, with a checkpoint; a second
+    Ctrl-C stops at once."""
+    def handler(signum, frame):
+        if run.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        run.stop_signal = signum
+        run.print(f"\nReceived {signal.Signals(signum).name}: stopping after this update, with a checkpoint.")
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def signal_received(run: Run) -> bool:
+    """Whether any process got a stop signal (all processes stop at the same update)."""
+    if run.accelerator.num_processes > 1:
+        flag = torch.tensor(run.stop_signal or 0, device=run.accelerator.device)
+        run.stop_signal = int(run.accelerator.reduce(flag, "max")) or None
+    return run.stop_signal is not None
+
+
+def stop_after_signal(run: Run) -> None:
+    """Checkpoint (when checkpoints are on) and exit with 128 + the signal's number, as a killed process would."""
+    name = signal.Signals(run.stop_signal).name
+    if run.checkpointing():
+        folder = save_checkpoint(run)
+        run.print(f"{name}: checkpoint {folder} written at step {run.state.step}. Continue with the same command "
+                  "and --resume.")
+    else:
+        run.print(f"{name}: stopped at step {run.state.step}; checkpoints are off (--save-every-minutes 0), so "
+                  "nothing was saved.")
+    run.accelerator.end_training()
+    raise SystemExit(128 + run.stop_signal)
+
+
+def _test_signal_hook(step: int) -> None:
+    """For the preemption test (tests/test_training.py) only: VANILLA_TEST_SIGNAL_AFTER_STEP="15:4" sends this
+    process SIGTERM (15) after update 4, as a cluster would."""
+    spec = os.environ.get("VANILLA_TEST_SIGNAL_AFTER_STEP", "")
+    if spec and spec.split(":")[1] == str(step):
+        os.kill(os.getpid(), int(spec.split(":")[0]))
 
 
 def train_step(run: Run, model, optimizer, scheduler, micro: list[dict]) -> dict | None:
@@ -316,14 +441,29 @@ def log_validate_and_save(run: Run, corpus: Corpus, model, update: dict, window:
         if args.bleu_every and state.step % args.bleu_every == 0:
             result.update(bleu(run, corpus, model, "validation", args.bleu_sentences))
             result.pop("examples")
+        best = min((r["valid_nll"] for r in state.history), default=math.inf)
         state.history.append(result)
         run.metrics.write(result)
         run.print(json.dumps(result))
+        warn_if_diverging(run, result, best)
+        if result["valid_nll"] < best and run.checkpointing():
+            save_checkpoint(run, best=True)  # also kept as checkpoints/best, beside the last K
+            return
     time_to_save = args.save_every_minutes and time.time() - run.last_save >= 60 * args.save_every_minutes
     if (args.save_every and state.step % args.save_every == 0) or time_to_save:
-        run.bank_time()
-        run.checkpoints.save(run.accelerator, state.step)
-        run.last_save = time.time()
+        save_checkpoint(run)
+
+
+# A validation loss this far (in nats per token) above its best is a diverging run, not noise.
+DIVERGENCE_MARGIN = 0.5
+
+
+def warn_if_diverging(run: Run, result: dict, best: float) -> None:
+    if result["valid_nll"] > best + DIVERGENCE_MARGIN:
+        step = next(r["step"] for r in run.state.history if r["valid_nll"] == best)
+        run.print(f"WARNING: validation loss {result['valid_nll']:.3f} at step {result['step']} is far above its best, "
+                  f"{best:.3f} at step {step}: training is diverging; checkpoints/best holds step {step}. Lower "
+                  "--lr-scale, raise --warmup-steps, try --override layer_norm=pre, or set --clip-norm 1.0.")
 
 
 def bleu(run: Run, corpus: Corpus, model, split: str, limit: int | None = None) -> dict:
@@ -336,31 +476,43 @@ def bleu(run: Run, corpus: Corpus, model, split: str, limit: int | None = None) 
 
 
 def finish(run: Run, corpus: Corpus, model) -> dict:
+    """The trained model goes to disk before anything that can fail: the last step's weights (and a checkpoint),
+    then the average of the last checkpoints (section 6.1) in their place, then the scores, the card, the summary."""
     args, accelerator, state = run.args, run.accelerator, run.state
-    if args.save_every or args.save_every_minutes:
+    if run.checkpointing():
         complete = run.checkpoints.complete()
         if not complete or complete[-1] != run.checkpoints.path(state.step):
-            run.checkpoints.save(accelerator, state.step)
+            save_checkpoint(run)
     unwrapped = accelerator.unwrap_model(model)
-    averaged = average_last_checkpoints(run, unwrapped)
     summary = {"step": state.step, "epochs": state.epoch + state.batch_in_epoch / max(len(corpus.sampler), 1),
                "tokens_seen": state.tokens_seen, "train_minutes": round(state.elapsed_seconds / 60, 2),
-               "skipped_updates": state.skipped_updates, "averaged_checkpoints": len(averaged),
+               "skipped_updates": state.skipped_updates, "averaged_checkpoints": 0,
                "parameters": unwrapped.num_parameters(), "precision": args.precision,
                "processes": accelerator.num_processes}
-    if "validation" in corpus.splits:
-        summary.update(validation_loss(model, corpus.splits["validation"], args.max_tokens, accelerator,
-                                       corpus.collator))
-        summary["validation"] = bleu(run, corpus, model, "validation", args.bleu_sentences)
-    if "test" in corpus.raw:
-        summary["test"] = bleu(run, corpus, model, "test")
-    run.print(json.dumps(summary, indent=1, default=str))
-    if accelerator.is_main_process:
+    write_model_folder(run, corpus, unwrapped, summary)
+    averaged = average_last_checkpoints(run, unwrapped)
+    if averaged:
+        summary["averaged_checkpoints"] = len(averaged)
         write_model_folder(run, corpus, unwrapped, summary)
+    summary.update(final_scores(run, corpus, model))
+    run.print(json.dumps(summary, indent=1, default=str))
+    write_model_folder(run, corpus, unwrapped, summary, weights=False)
     run.metrics.write({"step": state.step, **{k: v for k, v in summary.items() if isinstance(v, (int, float))}})
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def final_scores(run: Run, corpus: Corpus, model) -> dict:
+    """Validation loss and BLEU, test BLEU (beam search as in section 6.1)."""
+    args, scores = run.args, {}
+    if "validation" in corpus.splits:
+        scores.update(validation_loss(model, corpus.splits["validation"], args.max_tokens, run.accelerator,
+                                      corpus.collator))
+        scores["validation"] = bleu(run, corpus, model, "validation", args.bleu_sentences)
+    if "test" in corpus.raw:
+        scores["test"] = bleu(run, corpus, model, "test")
+    return scores
 
 
 def average_last_checkpoints(run: Run, model) -> list[Path]:
@@ -373,12 +525,22 @@ def average_last_checkpoints(run: Run, model) -> list[Path]:
     return averaged
 
 
-def write_model_folder(run: Run, corpus: Corpus, model, summary: dict) -> None:
-    """config, safetensors, generation config, model code, tokenizer, training_summary.json and the model card."""
-    model.save_pretrained(run.out, safe_serialization=True)
-    corpus.tokenizer.save_pretrained(run.out)
-    (run.out / "training_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    (run.out / "README.md").write_text(run_model_card(run.args, model.config, summary, corpus.tokenizer))
+def write_model_folder(run: Run, corpus: Corpus, model, summary: dict, weights: bool = True) -> None:
+    """config, safetensors, generation config, model code, tokenizer, training_summary.json and the model card,
+    each written beside its final name and then renamed over it: a failure never leaves a half-written file."""
+    if run.accelerator.is_main_process:
+        staging = run.out / ".tmp-model"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        if weights:
+            model.save_pretrained(staging, safe_serialization=True)
+            corpus.tokenizer.save_pretrained(staging)
+        (staging / "training_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        (staging / "README.md").write_text(run_model_card(run.args, model.config, summary, corpus.tokenizer))
+        for path in sorted(staging.iterdir()):
+            os.replace(path, run.out / path.name)
+        staging.rmdir()
+    run.accelerator.wait_for_everyone()
 
 
 def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -> str:
@@ -408,7 +570,7 @@ def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -
                 f"{summary['train_minutes']} minutes.",
         architecture=f"preset `{args.preset}`: {describe_architecture(config)}; {summary['parameters'] / 1e6:.1f}M "
                      f"parameters. Overrides of the preset: {departures}.",
-        data=f"{args.dataset or ' + '.join(train_files)}; {args.source_lang} -> {args.target_lang}; joint BPE "
+        data=f"{args.dataset or ' + '.join(Path(f).name for f in train_files)}; {args.source_lang} -> {args.target_lang}; joint BPE "
              f"vocabulary of {len(tokenizer)} tokens; pairs longer than {args.max_length} tokens dropped.",
         training=f"{summary['step']} updates ({summary['epochs']:.2f} epochs, {summary['tokens_seen']} target tokens) "
                  f"of up to {args.max_tokens} x {args.update_freq} tokens per side and process, "

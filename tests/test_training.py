@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 from tests.helpers import REPO_ROOT
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from modeling_vanilla.checkpoints import COMPLETE_MARKER, CheckpointManager, average_checkpoints
+from modeling_vanilla.checkpoints import COMPLETE_MARKER, CheckpointManager, TrainState, average_checkpoints
 from modeling_vanilla.optimization import build_optimizer, build_scheduler, inverse_sqrt_learning_rate
 from modeling_vanilla.toy_corpus import write_toy_corpus
 
@@ -77,34 +77,29 @@ def test_label_smoothing_matches_the_smoothed_target_distribution():
 # Checkpoints
 
 
-class FakeAccelerator:
-    """What CheckpointManager uses of Accelerate, writing a model file like save_state does."""
+def tiny_checkpoint_run():
+    """A real Accelerator(cpu=True) and the smallest prepared model, optimizer and schedule, for CheckpointManager."""
+    from accelerate import Accelerator
 
-    is_main_process = True
-
-    def __init__(self, tensors):
-        self.tensors = tensors
-
-    def wait_for_everyone(self):
-        pass
-
-    def save_state(self, directory):
-        from safetensors.torch import save_file
-
-        os.makedirs(directory, exist_ok=True)
-        save_file(self.tensors, os.path.join(directory, "model.safetensors"))
-        (open(os.path.join(directory, "random_states_0.pkl"), "wb")).write(b"rng")
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: 1.0)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    return accelerator, {"model": model, "optimizer": optimizer, "scheduler": scheduler, "state": TrainState()}
 
 
 def test_checkpoints_keep_the_last_k_and_skip_incomplete_ones(tmp_path):
+    accelerator, objects = tiny_checkpoint_run()
     messages = []
     manager = CheckpointManager(tmp_path, keep=2, log=messages.append)
     for step in (1, 2, 3):
-        manager.save(FakeAccelerator({"w": torch.full((2,), float(step))}), step)
+        objects["state"].step = step
+        manager.save(accelerator, step, **objects)
     assert [p.name for p in manager.complete()] == ["step-0000002", "step-0000003"]
     assert manager.latest().name == "step-0000003"
 
-    # A crash mid-write: the temporary folder never got its marker, and is never picked.
+    # A crash mid-write: the temporary folder never got its marker, is never picked, and is removed at resume.
     (tmp_path / ".tmp-step-0000004").mkdir()
     # Corrupt the newest: a file shorter than the marker says.
     weights = tmp_path / "step-0000003" / "model.safetensors"
@@ -112,6 +107,7 @@ def test_checkpoints_keep_the_last_k_and_skip_incomplete_ones(tmp_path):
     assert manager.latest().name == "step-0000002"
     assert any("step-0000003" in m and "bytes" in m for m in messages)
     assert any(".tmp-step-0000004" in m for m in messages)
+    assert not (tmp_path / ".tmp-step-0000004").exists()
 
     (tmp_path / "step-0000002" / COMPLETE_MARKER).unlink()
     assert manager.latest() is None
@@ -119,13 +115,18 @@ def test_checkpoints_keep_the_last_k_and_skip_incomplete_ones(tmp_path):
 
 
 def test_average_checkpoints_is_the_elementwise_mean(tmp_path):
+    accelerator, objects = tiny_checkpoint_run()
     manager = CheckpointManager(tmp_path, keep=None)
     for step, value in ((1, 1.0), (2, 2.0), (3, 6.0)):
-        manager.save(FakeAccelerator({"w": torch.full((2, 2), value), "b": torch.tensor([value])}), step)
+        with torch.no_grad():
+            for parameter in objects["model"].parameters():
+                parameter.fill_(value)
+        manager.save(accelerator, step, **objects)
     averaged = average_checkpoints(manager.complete())
-    torch.testing.assert_close(averaged["w"], torch.full((2, 2), 3.0))
-    torch.testing.assert_close(averaged["b"], torch.tensor([3.0]))
-    FakeAccelerator({"other": torch.zeros(1)}).save_state(tmp_path / "odd")
+    torch.testing.assert_close(averaged["weight"], torch.full((2, 2), 3.0))
+    torch.testing.assert_close(averaged["bias"], torch.full((2,), 3.0))
+    (tmp_path / "odd").mkdir()
+    save_file({"other": torch.zeros(1)}, str(tmp_path / "odd" / "model.safetensors"))
     with pytest.raises(ValueError, match="different parameters"):
         average_checkpoints([manager.complete()[0], tmp_path / "odd"])
     with pytest.raises(FileNotFoundError, match="not a checkpoint or model folder"):
@@ -287,7 +288,7 @@ def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_p
         (["--max-tokens", "32"], "--max-tokens 32 is smaller than the longest allowed sentence"),
         (["--override", "d_model=30"], "d_model=30 is not divisible by num_heads"),
         (["--override", "colour=blue"], "--override colour: not a config field"),
-        (["--max-steps", "0", "--resume"], "holds no run to continue"),
+        (["--resume"], "holds no run to continue"),
     ],
 )
 def test_bad_arguments_fail_before_training(toy_data, tmp_path, capsys, extra, message):
@@ -340,3 +341,226 @@ def test_average_checkpoints_script_writes_a_loadable_model(toy_data, tmp_path):
     assert model.lm_head.weight is model.get_input_embeddings().weight
     with pytest.raises(SystemExit):
         script.run([str(out), "--last", "9", "--output", str(tmp_path / "avg9")])
+
+
+# Never lose a run (issue 13): overwrite, the final model first, signals, strict resume, numbers, divergence
+
+
+def test_overwrite_replaces_only_a_folder_that_holds_an_earlier_run(toy_data, tmp_path, capsys, monkeypatch):
+    from modeling_vanilla.options import RUN_CONFIG
+    from modeling_vanilla.options import parse_train_args as parse_args
+
+    unrelated = tmp_path / "photos"
+    unrelated.mkdir()
+    (unrelated / "holiday.jpg").write_bytes(b"not a run")
+    with pytest.raises(SystemExit):
+        parse_args(train_args(toy_data, unrelated, "--max-steps", "1", "--overwrite"))
+    error = capsys.readouterr().err
+    assert "holds other files and no run of this command" in error and "Pass --resume" not in error
+    assert (unrelated / "holiday.jpg").is_file()
+
+    # A folder that holds an earlier run, but also the training data (or is the current folder): never deleted.
+    run = tmp_path / "run"
+    shutil.copytree(toy_data, run / "data")
+    (run / RUN_CONFIG).write_text("{}")
+    args = train_args(toy_data, run, "--max-steps", "1", "--overwrite")
+    args[args.index("--train-files") + 1] = str(run / "data" / "train")
+    with pytest.raises(SystemExit):
+        parse_args(args)
+    assert "which holds the input" in capsys.readouterr().err
+    monkeypatch.chdir(run)
+    with pytest.raises(SystemExit):
+        parse_args(train_args(toy_data, ".", "--max-steps", "1", "--overwrite"))
+    assert "is the current folder" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert parse_args(train_args(toy_data, tmp_path / "run", "--max-steps", "1", "--overwrite")).overwrite
+
+
+def test_the_trained_model_is_on_disk_before_the_final_evaluation(toy_data, tmp_path, monkeypatch):
+    import modeling_vanilla.trainer as trainer
+    from modeling_vanilla.cli.train import run as train
+
+    def failing_scores(*args, **kwargs):
+        raise RuntimeError("out of memory while scoring")
+
+    monkeypatch.setattr(trainer, "final_scores", failing_scores)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="out of memory while scoring"):
+        train(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--eval-every", "0",
+                         "--save-every", "2", "--average-last", "2"))
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(out)  # the averaged model, saved before the scoring failed
+    first = load_file(out / "checkpoints" / "step-0000002" / "model.safetensors")
+    second = load_file(out / "checkpoints" / "step-0000004" / "model.safetensors")
+    name = "model.encoder.layers.0.self_attn.q_proj.weight"
+    assert name in first, sorted(first)[:5]
+    torch.testing.assert_close(dict(model.named_parameters())[name].detach(), (first[name] + second[name]) / 2)
+    assert (out / "tokenizer.json").is_file() and (out / "README.md").is_file()
+    assert not (out / ".tmp-model").exists()
+
+
+def test_averaging_that_fails_leaves_the_last_steps_model(toy_data, tmp_path, monkeypatch):
+    import modeling_vanilla.trainer as trainer
+    from modeling_vanilla.cli.train import run as train
+
+    def failing_average(folders):
+        raise FileNotFoundError("no model.safetensors in a sharded checkpoint")
+
+    monkeypatch.setattr(trainer, "average_checkpoints", failing_average)
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="sharded checkpoint"):
+        train(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--eval-every", "0",
+                         "--save-every", "2", "--average-last", "2"))
+    saved = load_file(out / "model.safetensors")
+    last = load_file(out / "checkpoints" / "step-0000004" / "model.safetensors")
+    for name in saved:
+        if name in last:
+            assert torch.equal(saved[name], last[name]), name
+
+
+@pytest.mark.parametrize("signum", [15, 2])
+def test_a_stop_signal_saves_a_checkpoint_and_resume_matches_the_straight_run(toy_data, tmp_path, signum):
+    common = ["--max-steps", "8", "--precision", "fp32", "--eval-every", "0"]
+    straight = run_train(train_args(toy_data, tmp_path / "straight", *common))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    stopped = run_train(train_args(toy_data, tmp_path / "stopped", *common),
+                        env={"VANILLA_TEST_SIGNAL_AFTER_STEP": f"{signum}:3"})
+    log = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 128 + signum, log[-3000:]
+    assert "checkpoint" in log and "written at step 3" in log and "Traceback" not in log
+    assert (tmp_path / "stopped" / "checkpoints" / "step-0000003").is_dir()
+    resumed = run_train(train_args(toy_data, tmp_path / "stopped", *common, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "stopped" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    steps = [json.loads(line)["step"] for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == list(range(1, 9))  # no step logged twice
+
+
+def test_resume_without_precision_uses_the_runs_resolved_precision(toy_data, tmp_path):
+    from modeling_vanilla.cli.train import run as train
+    from modeling_vanilla.options import parse_train_args as parse_args
+
+    out = tmp_path / "run"
+    train(train_args(toy_data, out, "--max-steps", "2", "--eval-every", "0"))  # precision resolved by the machine
+    assert parse_args(train_args(toy_data, out, "--max-steps", "4", "--resume")).resume
+
+
+def test_resume_refuses_other_data_another_tokenizer_or_process_count(toy_data, tmp_path, capsys):
+    from modeling_vanilla.cli.train import run as train
+    from modeling_vanilla.options import parse_train_args as parse_args
+    from modeling_vanilla.trainer import check_resume_processes
+
+    out = tmp_path / "run"
+    train(train_args(toy_data, out, "--max-steps", "2", "--precision", "fp32", "--eval-every", "0"))
+    other = tmp_path / "other"
+    shutil.copytree(toy_data, other)
+    (other / "train.en").write_text((other / "train.en").read_text().replace("a", "e"))
+    args = train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--resume")
+    args[args.index("--train-files") + 1] = str(other / "train")
+    with pytest.raises(SystemExit):
+        parse_args(args)
+    assert "the training data changed" in capsys.readouterr().err
+
+    tokenizer_dir = tmp_path / "tok"
+    from transformers import AutoTokenizer
+
+    from modeling_vanilla.tokenization import train_bpe_tokenizer
+
+    train_bpe_tokenizer(["something else entirely"] * 20, vocab_size=280).save_pretrained(tokenizer_dir)
+    with pytest.raises(SystemExit):
+        parse_args(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--resume",
+                              "--tokenizer", str(tokenizer_dir)))
+    assert "is not the tokenizer the run saved" in capsys.readouterr().err
+    assert AutoTokenizer.from_pretrained(out).vocab_size != 0
+    with pytest.raises(SystemExit, match="trained with 1 process\\(es\\), this launch has 2"):
+        check_resume_processes(out, 2)
+
+
+def test_a_run_started_with_a_tokenizer_keeps_it_in_its_folder_from_the_start(toy_data, tmp_path, monkeypatch):
+    import modeling_vanilla.trainer as trainer
+    from modeling_vanilla.cli.train import run as train
+    from modeling_vanilla.tokenization import train_bpe_tokenizer
+
+    lines = (toy_data / "train.en").read_text().splitlines() + (toy_data / "train.de").read_text().splitlines()
+    train_bpe_tokenizer(lines, vocab_size=300, model_max_length=64).save_pretrained(tmp_path / "tok")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("crash during training")
+
+    monkeypatch.setattr(trainer, "train_epochs", crash)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="crash during training"):
+        train(train_args(toy_data, out, "--max-steps", "2", "--tokenizer", str(tmp_path / "tok")))
+    assert (out / "tokenizer.json").read_bytes() == (tmp_path / "tok" / "tokenizer.json").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "flag,value,words",
+    [
+        ("--keep-checkpoints", "-1", "an integer >= 1"),
+        ("--keep-checkpoints", "0", "an integer >= 1"),
+        ("--clip-norm", "-1", "a number >= 0"),
+        ("--log-every", "0", "an integer >= 1"),
+        ("--eval-every", "-5", "an integer >= 0"),
+        ("--save-every-minutes", "-1", "a number of minutes >= 0"),
+        ("--lr-scale", "0", "a number > 0"),
+        ("--label-smoothing", "1.5", "a number in [0, 1)"),
+        ("--max-minutes", "0", "a number of minutes > 0"),
+        ("--vocab-size", "100", "an integer >= 260"),
+        ("--bleu-sentences", "0", "an integer >= 1"),
+        ("--average-last", "-2", "an integer >= 0"),
+        ("--num-proc", "0", "an integer >= 1"),
+        ("--max-bad-updates", "0", "an integer >= 1"),
+    ],
+)
+def test_every_numeric_option_is_checked_before_any_work(toy_data, tmp_path, capsys, flag, value, words):
+    from modeling_vanilla.options import parse_train_args as parse_args
+
+    args = train_args(toy_data, tmp_path / "out", "--max-steps", "1", flag, value)
+    args[args.index("--train-files") + 1] = str(tmp_path / "no-such-data")  # the number is refused first
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(args)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"{flag} must be {words}" in error
+    assert float(error.rsplit("got ", 1)[1]) == float(value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_rising_validation_loss_warns_and_the_best_checkpoint_is_kept(toy_data, tmp_path, monkeypatch, capsys):
+    import modeling_vanilla.trainer as trainer
+    from modeling_vanilla.cli.train import run as train
+
+    losses = iter([3.0, 2.0, 2.2, 3.1, 3.2, 3.3])  # best at the 2nd validation (step 4), then diverging
+
+    def scripted_validation_loss(*args, **kwargs):
+        nll = next(losses)
+        return {"valid_nll": nll, "valid_ppl": math.exp(nll)}
+
+    monkeypatch.setattr(trainer, "validation_loss", scripted_validation_loss)
+    out = tmp_path / "run"
+    train(train_args(toy_data, out, "--max-steps", "10", "--precision", "fp32", "--eval-every", "2",
+                     "--save-every", "2", "--keep-checkpoints", "2"))
+    printed = capsys.readouterr().out
+    assert "validation loss 3.100 at step 8 is far above its best, 2.000 at step 4: training is diverging" in printed
+    assert "--lr-scale" in printed and "layer_norm=pre" in printed and "--clip-norm" in printed
+    assert "validation loss 2.200" not in printed  # within the margin: no warning
+    best = json.loads((out / "checkpoints" / "best" / "train_state.json").read_text())
+    assert best["step"] == 4
+    assert [p.name for p in sorted((out / "checkpoints").glob("step-*"))] == ["step-0000008", "step-0000010"]
+
+
+def test_greedy_final_evaluation_trains_and_saves(toy_data, tmp_path):
+    from modeling_vanilla.cli.train import run as train
+
+    out = tmp_path / "run"
+    summary = train(train_args(toy_data, out, "--max-steps", "2", "--eval-every", "0", "--num-beams", "1"))
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["num_beams"] == 1 and generation.get("length_penalty", 1.0) == 1.0
+    assert "test" not in summary or summary["test"]["sentences"] > 0
+    assert (out / "model.safetensors").is_file()
