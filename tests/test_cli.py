@@ -16,7 +16,7 @@ def test_every_command_is_a_main_of_a_cli_module_and_every_cli_module_has_a_comm
     modules = {target.split(":")[0] for target in COMMANDS.values()}
     assert all(target.endswith(":main") for target in COMMANDS.values())
     on_disk = {f"modeling_vanilla.cli.{p.stem}" for p in (REPO_ROOT / "modeling_vanilla" / "cli").glob("*.py")
-               if p.stem != "__init__"}
+               if not p.stem.startswith("_")}  # _arguments.py and the like are helpers, not commands
     assert modules == on_disk
     scripts = {f"modeling_vanilla.cli.{p.stem}" for p in (REPO_ROOT / "scripts").glob("*.py")}
     assert scripts <= modules  # every checkout script is one of the commands
