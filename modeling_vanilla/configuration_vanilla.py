@@ -6,12 +6,23 @@ num_decoder_layers, P_drop -> dropout). Hugging Face's standard names (hidden_si
 smoothing and Adam's betas are training arguments.
 """
 
+import math
 from typing import ClassVar
 
 from transformers import PreTrainedConfig
 
 POSITIONAL_ENCODINGS = ("sinusoidal", "learned")
 LAYER_NORM_POSITIONS = ("post", "pre")
+
+
+def _is_int(value) -> bool:
+    """An int and not a bool (True is an int to Python, never a size here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    """A finite int or float, not a bool and not a string ("1e-5" from JSON is a string, not a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class VanillaTransformerConfig(PreTrainedConfig):
@@ -125,11 +136,19 @@ class VanillaTransformerConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def _validate(self):
-        """Fail at construction, naming the field, rather than deep inside torch at the first forward."""
+        """Fail at construction, naming the field, rather than deep inside torch at the first forward.
+
+        Types are checked, not converted: a string such as "false" (truthy) or "1e-5" (from a hand-edited
+        config.json or an unparsed command-line value) is refused, not silently taken for something else.
+        """
+        for name in ("scale_embedding", "tie_word_embeddings", "use_cache", "is_encoder_decoder"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be a bool (true or false), got {value!r}.")
         for name in ("vocab_size", "d_model", "d_ff", "num_heads", "num_encoder_layers", "num_decoder_layers",
                      "max_position_embeddings"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not _is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         for name in ("d_k", "d_v"):
             value = getattr(self, name)
@@ -139,12 +158,14 @@ class VanillaTransformerConfig(PreTrainedConfig):
                         f"{name} defaults to d_model / num_heads, but d_model={self.d_model} is not divisible by "
                         f"num_heads={self.num_heads}. Change d_model or num_heads, or set {name} explicitly."
                     )
-            elif not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            elif not _is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer or None (d_model / num_heads), got {value!r}.")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            if not _is_number(value) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}.")
+        if not _is_number(self.layer_norm_eps) or not 0.0 < self.layer_norm_eps < math.inf:
+            raise ValueError(f"layer_norm_eps must be a positive number, got {self.layer_norm_eps!r}.")
         if self.positional_encoding not in POSITIONAL_ENCODINGS:
             raise ValueError(
                 f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, got {self.positional_encoding!r}."
@@ -156,6 +177,8 @@ class VanillaTransformerConfig(PreTrainedConfig):
         for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
             values = getattr(self, name)
             for value in values if isinstance(values, (list, tuple)) else [values]:
+                if value is not None and not _is_int(value):
+                    raise ValueError(f"{name} must be an integer token id or None, got {value!r}.")
                 if value is not None and not 0 <= value < self.vocab_size:
                     raise ValueError(f"{name}={value} is outside the vocabulary (vocab_size={self.vocab_size}).")
 

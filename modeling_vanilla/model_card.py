@@ -7,6 +7,7 @@ what the Hub and `pipeline("translation")` users need, naming every missing fiel
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,14 @@ TEMPLATE = Path(__file__).with_name("model_card.md")  # a link to model_card.md 
 EXAMPLE_SENTENCES = {
     "en": "A man is riding a bicycle.", "de": "Ein Mann fährt Fahrrad.", "fr": "Un homme fait du vélo.",
 }
+
+
+# A word of a card (a run of characters without spaces, quotes or brackets) that is a local file path: absolute
+# (/home/alice/data/train, C:\data\train, \\server\share), from a home or the current folder (~/data, ./train,
+# ../data/train), a file:// URL, or relative with two or more separators (data/multi30k/train). A word with one
+# separator reads like a Hub id (bentrevett/multi30k) and is kept, as are web addresses.
+_WORD = re.compile(r"[^\s`'\"()\[\]{},;|]+")
+_ANCHORED_PATH = re.compile(r"(?:[A-Za-z]:[\\/]|\\\\|~[\w.-]*[\\/]|\.\.?[\\/]|file://)")
 
 
 class ModelCardError(ValueError):
@@ -132,3 +141,28 @@ def _model_index_problems(model_index) -> list[str]:
     if not bleu_found:
         problems.append("field 'model-index' has no BLEU result (a metric of type bleu with its value)")
     return problems
+
+
+def redact_local_paths(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """The card with every local file path replaced by its last part (`/home/alice/clientX/train` -> `train`), and
+    the (path, replacement) pairs, in order of appearance.
+
+    A training run's card names its `--train-files` as they were typed, home folders and client names included;
+    `vanilla-push` uploads the card through this. Web addresses and words with a single "/" (Hub ids such as
+    `bentrevett/multi30k`) are kept.
+    """
+    replaced = []
+
+    def replace(match: re.Match) -> str:
+        word = match.group(0)
+        is_url = "://" in word and not word.startswith("file://")
+        separators = len(re.findall(r"[\\/]", word))
+        if is_url or not (_ANCHORED_PATH.match(word) or separators >= 2):
+            return word
+        last = re.split(r"[\\/]+", word.removeprefix("file://").rstrip("/\\"))[-1]
+        if not last or last in (".", "..", "~"):
+            return word
+        replaced.append((word, last))
+        return last
+
+    return _WORD.sub(replace, text), replaced

@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput
 logger = logging.getLogger(__name__)
 
 TASK = "translation"
+MODEL_TYPE = "vanilla_transformer"  # this package's model (the package itself cannot be imported here)
 
 
 class TranslationPipeline(Pipeline):
@@ -42,6 +43,10 @@ class TranslationPipeline(Pipeline):
             `generate()` stops at input length + 50 tokens (section 6.1); in a batch, the length of the longest input.
 
     An empty or whitespace-only string translates to `""`; anything but a string raises a `TypeError`.
+
+    A tokenizer whose size is not the model's `config.vocab_size` is refused with a `ValueError` for this package's
+    model (a smaller one would give empty translations), and warned about for other models, many of which pad their
+    vocabulary beyond the tokenizer on purpose.
     """
 
     _pipeline_calls_generate = True
@@ -63,9 +68,25 @@ class TranslationPipeline(Pipeline):
                 f"TranslationPipeline needs an encoder-decoder model (AutoModelForSeq2SeqLM); "
                 f"{type(self.model).__name__} is not one."
             )
+        self._check_vocabulary_size()
         # The encoder numbers positions from the first token: padding must come after the tokens, or a padded input
         # would be encoded at other positions than the same input alone.
         self.tokenizer.padding_side = "right"
+
+    def _check_vocabulary_size(self):
+        vocab_size = getattr(self.model.config, "vocab_size", None)
+        if vocab_size is None or len(self.tokenizer) == vocab_size:
+            return
+        message = (f"the tokenizer has {len(self.tokenizer)} tokens but the model's config.vocab_size is "
+                   f"{vocab_size}")
+        if getattr(self.model.config, "model_type", None) != MODEL_TYPE:
+            logger.warning("TranslationPipeline: %s; translations may be wrong if it is not the model's own.", message)
+            return
+        raise ValueError(
+            f"TranslationPipeline: {message}: they must be equal (a smaller tokenizer gives empty translations, a "
+            "larger one ids the model cannot embed). Use the tokenizer saved with this model (in its folder or Hub "
+            "repo)."
+        )
 
     def __call__(self, inputs, **kwargs):
         if isinstance(inputs, Sequence) and not isinstance(inputs, (str, bytes, list)):

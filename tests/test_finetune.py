@@ -149,7 +149,7 @@ def test_bad_arguments_are_clear_errors(model_dir, corpus, capsys):
     with pytest.raises(SystemExit):
         finetune([str(model_dir), *LANGUAGES, "--train-files", str(corpus / "train"), "--output-dir", "out",
                   "--gradient-accumulation-steps", "0"])
-    assert "--gradient-accumulation-steps must be a positive integer, got 0" in capsys.readouterr().err
+    assert "argument --gradient-accumulation-steps: must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_logged_loss_with_two_processes_equals_one_step_on_the_same_examples(model_dir, uneven_pairs, tmp_path):

@@ -19,7 +19,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from tests.helpers import REPO_ROOT, WITHOUT_PACKAGE, random_batch, run_python
+import httpx2
 from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import RepositoryNotFoundError
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
@@ -117,12 +119,17 @@ def test_upload_sends_the_dry_run_folder_through_create_repo_and_upload_folder(
         calls["upload_folder"] = {**kwargs, "files": {path.name: path.read_bytes() for path in folder.iterdir()}}
         return SimpleNamespace(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/0123abc")
 
+    def repo_info(self, repo_id, **kwargs):  # no such repository yet (vanilla-push refuses an existing one)
+        request = httpx2.Request("GET", f"https://huggingface.co/api/models/{repo_id}")
+        raise RepositoryNotFoundError("404", response=httpx2.Response(404, request=request))
+
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     argv = [str(model_dir), "--repo-id", REPO_ID, "--private", "--commit-message", "First upload", *CARD_ARGS]
     commit = push_to_hub()["main"](argv)
 
-    assert calls["create_repo"] == {"repo_id": REPO_ID, "private": True, "exist_ok": True, "repo_type": "model"}
+    assert calls["create_repo"] == {"repo_id": REPO_ID, "private": True, "exist_ok": False, "repo_type": "model"}
     upload = calls["upload_folder"]
     assert (upload["repo_id"], upload["repo_type"], upload["commit_message"]) == (REPO_ID, "model", "First upload")
     assert upload["files"] == {path.name: path.read_bytes() for path in dry_run_dir.iterdir()}  # byte for byte

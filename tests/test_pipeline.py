@@ -315,4 +315,4 @@ def test_translate_cli_translates_a_file_and_stdin_like_the_pipeline(trained_dir
 
     with pytest.raises(SystemExit):
         translate([str(trained_dir), "--batch-size", "0"])
-    assert "--batch-size must be a positive integer, got 0" in capsys.readouterr().err
+    assert "argument --batch-size: must be a positive integer, got 0" in capsys.readouterr().err

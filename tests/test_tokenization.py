@@ -174,7 +174,7 @@ def test_train_tokenizer_script_trains_saves_and_checks(tmp_path, capsys):
     assert len(loaded) <= 300 and loaded.model_max_length == 64
     assert loaded("Ein Mädchen.")["input_ids"][-1] == 2
 
-    wrong_language = argv[:3] + ["fr"] + argv[4:]
+    wrong_language = argv[:3] + ["fr"] + argv[4:] + ["--overwrite"]  # the same --output, which holds a tokenizer
     assert train_tokenizer.main(wrong_language) == 1
     assert "error: missing file" in capsys.readouterr().err
 

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..arguments import positive_int
 from ..checkpoints import CheckpointManager, average_checkpoints, load_averaged_weights
 from ..model_folder import check_model_folder
 
@@ -23,7 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vanilla-average", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="a run folder (with --last), or checkpoint folders")
-    parser.add_argument("--last", type=int, help="average the last N complete checkpoints of the run folder")
+    parser.add_argument("--last", type=positive_int,
+                        help="average the last N (>= 1) complete checkpoints of the run folder")
     parser.add_argument("--config", help="folder with config.json and the tokenizer (default: the run folder)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)

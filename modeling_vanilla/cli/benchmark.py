@@ -22,6 +22,8 @@ import multiprocessing
 import statistics
 import time
 
+from ..arguments import non_negative_int, positive_int
+
 SHAPES = {
     # name: (config preset, vocabulary, training batch (sentences x tokens per side))
     "base": ("base", 37000, 64, 32),
@@ -37,13 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="benchmark", required=True)
     sp = sub.add_parser("speed", help="training and generation speed of ours and MarianMT, same architecture")
     sp.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["base", "small"])
-    sp.add_argument("--warmup", type=int, default=2)
-    sp.add_argument("--repeats", type=int, default=5)
+    sp.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs before the timed ones")
+    sp.add_argument("--repeats", type=positive_int, default=5, help="timed runs (the median is shown)")
     sp.add_argument("--json", help="also write the results to this file")
     ckpt = sub.add_parser("checkpointing", help="peak training memory with and without activation checkpointing")
     ckpt.add_argument("--preset", default="base", choices=["tiny", "small", "base", "big"])
-    ckpt.add_argument("--batch-size", type=int, default=64)
-    ckpt.add_argument("--length", type=int, default=32, help="source and target tokens per sentence")
+    ckpt.add_argument("--batch-size", type=positive_int, default=64)
+    ckpt.add_argument("--length", type=positive_int, default=32, help="source and target tokens per sentence")
     ckpt.add_argument("--json", help="also write the results to this file")
     return parser.parse_args(argv)
 

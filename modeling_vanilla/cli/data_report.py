@@ -27,21 +27,26 @@ from pathlib import Path
 
 import datasets
 
+from ..arguments import int_at_least, positive_int
 from ..data import TokenBatchSampler, iter_sentences, load_translation_dataset, preprocess_translation
-from ..tokenization import round_trip_failures, train_bpe_tokenizer
+from ..tokenization import SPECIAL_TOKENS, round_trip_failures, train_bpe_tokenizer
 
 # modeling_vanilla/cli/data_report.py -> the folder that holds the checkout, beside which ../shared/data lies.
 DEFAULT_DATA = Path(os.environ.get("VANILLA_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 WMT_TRAIN_YEARS = (2008, 2009, 2010, 2011, 2012, 2015, 2016)
 LANGUAGES = ("en", "de")
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # byte-level BPE: every byte, and <pad> <s> </s> <unk>
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vanilla-data-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help=f"default: {DEFAULT_DATA}")
-    parser.add_argument("--max-tokens", type=int, default=4096, help="token batch limit per side (default: 4096)")
-    parser.add_argument("--vocab-size", type=int, default=8000, help="BPE vocabulary size (default: 8000)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed preprocessing runs per setting (median shown)")
+    parser.add_argument("--max-tokens", type=positive_int, default=4096,
+                        help="token batch limit per side (default: 4096)")
+    parser.add_argument("--vocab-size", type=int_at_least(MIN_VOCAB_SIZE, "256 bytes + 4 special tokens"),
+                        default=8000, help="BPE vocabulary size (default: 8000)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed preprocessing runs per setting (median shown)")
     return parser.parse_args(argv)
 
 

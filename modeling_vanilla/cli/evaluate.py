@@ -5,6 +5,10 @@
 
 Decoding is the model's generation config (section 6.1: beam 4, length penalty 0.6) unless --num-beams or
 --length-penalty say otherwise. Prints one JSON line: BLEU, chrF, their signatures and the number of sentences.
+
+Both files are read as UTF-8, one sentence per "\n" (a lone "\r" stays inside its line); a line that is not UTF-8 is
+an error naming the file and the line. --output may not be one of the inputs; it is written to a temporary file
+beside it and renamed into place once every sentence is translated.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..arguments import TextFileError, finite_float, positive_int, read_lines, replacing, same_file
 from ..model_folder import load_model_and_tokenizer
 from ..translation import score, translate
 
@@ -23,33 +28,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--source", type=Path, required=True, help="source sentences, one per line")
     parser.add_argument("--reference", type=Path, required=True, help="reference translations, line by line")
     parser.add_argument("--output", type=Path, help="also write the translations to this file")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-beams", type=int, help="default: the model's (4, section 6.1)")
-    parser.add_argument("--length-penalty", type=float, help="default: the model's (0.6, section 6.1)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="sentences per generate() call")
+    parser.add_argument("--num-beams", type=positive_int, help="default: the model's (4, section 6.1)")
+    parser.add_argument("--length-penalty", type=finite_float, help="default: the model's (0.6, section 6.1)")
     args = parser.parse_args(argv)
-    for path in (args.source, args.reference):
+    for flag, path in (("--source", args.source), ("--reference", args.reference)):
         if not path.is_file():
-            parser.error(f"{path} does not exist or is not a file.")
-    args.sources = args.source.read_text(encoding="utf-8").splitlines()
-    args.references = args.reference.read_text(encoding="utf-8").splitlines()
+            parser.error(f"{flag} {path} does not exist or is not a file.")
+        if args.output is not None and same_file(path, args.output):
+            parser.error(f"--output {args.output} is the {flag} file: it would be overwritten. "
+                         "Write the translations to another file.")
+    if args.output is not None and not args.output.resolve().parent.is_dir():
+        parser.error(f"--output {args.output}: the folder {args.output.resolve().parent} does not exist.")
+    try:
+        args.sources, args.references = list(read_lines(args.source)), list(read_lines(args.reference))
+    except TextFileError as error:
+        parser.error(str(error))
     if len(args.sources) != len(args.references):
         parser.error(f"{args.source} has {len(args.sources)} lines but {args.reference} has {len(args.references)}: "
                      "they must be line-aligned.")
-    for name in ("batch_size", "num_beams"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
     return args
 
 
 def run(argv=None) -> dict:
     """Translate and score; returns the scores (also printed as a JSON line)."""
     args = parse_args(argv)
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    try:
+        model, tokenizer = load_model_and_tokenizer(args.model)
+    except (FileNotFoundError, ValueError) as error:  # no such model; a tokenizer that is not the model's
+        raise SystemExit(f"vanilla-evaluate: error: {error}") from None
     generate_kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("length_penalty", args.length_penalty))
                        if v is not None}
     hypotheses = translate(model, tokenizer, args.sources, batch_size=args.batch_size, **generate_kwargs)
     if args.output:
-        args.output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+        with replacing(args.output) as output:
+            output.write("".join(hypothesis + "\n" for hypothesis in hypotheses))
     result = {**score(hypotheses, args.references), "sentences": len(hypotheses)}
     print(json.dumps(result))
     return result

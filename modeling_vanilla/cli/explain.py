@@ -27,6 +27,7 @@ import sys
 import torch
 from transformers.utils import logging as hf_logging
 
+from ..arguments import non_negative_float, positive_int
 from ..explain import explain_decoder_layer, explain_encoder_layer
 from ..model_folder import load_model_and_tokenizer
 
@@ -39,8 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--head", type=int, default=0, help="head whose steps are printed (default: 0)")
     parser.add_argument("--decoder", action="store_true", help="walk a decoder layer instead of an encoder layer")
     parser.add_argument("--target", help="target sentence for --decoder (default: the model's own translation)")
-    parser.add_argument("--max-items", type=int, default=8, help="rows and columns printed per matrix (default: 8)")
-    parser.add_argument("--tolerance", type=float, default=1e-4,
+    parser.add_argument("--max-items", type=positive_int, default=8,
+                        help="rows and columns printed per matrix (default: 8)")
+    parser.add_argument("--tolerance", type=non_negative_float, default=1e-4,
                         help="largest accepted difference from the forward (default: 1e-4)")
     args = parser.parse_args(argv)
     if args.target is not None and not args.decoder:

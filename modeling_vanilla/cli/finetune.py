@@ -23,6 +23,12 @@ the number of processes: the model takes Trainer's `num_items_in_batch` (see its
 smoothing (`--label-smoothing`) is the model's own (section 5.4, its `forward(label_smoothing=...)`), the same
 definition vanilla-train uses, not Trainer's LabelSmoother. The output folder holds the
 fine-tuned model (safetensors, code, tokenizer, generation config), all_results.json and trainer_state.json.
+
+The output folder: never the model folder (nor inside it, nor around it). A folder that is not empty is refused
+unless --resume (continue the run in it from its last checkpoint-N folder, written every --save-steps updates) or
+--overwrite (replace it, only when it holds an earlier fine-tuning run: trainer_state.json, all_results.json or a
+checkpoint-N folder; never the current folder or one holding the data) is given. Only the newest
+--save-total-limit checkpoints are kept (default 2), since each holds the optimizer state too.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +49,29 @@ from transformers import (
     Seq2SeqTrainingArguments,
     set_seed,
 )
+from transformers.trainer_utils import get_last_checkpoint
 
+from ..arguments import non_negative_float, non_negative_int, positive_float, positive_int, probability
 from ..data import load_corpus, preprocess_translation
 from ..model_folder import check_model_folder
 from ..options import add_data_arguments, check_data_arguments, data_source_options
 from ..translation import score
+
+# What Trainer writes into its output folder: a folder holding one of these holds an earlier fine-tuning run.
+RUN_FILES = ("trainer_state.json", "all_results.json")
+DATA_OPTIONS = ("train_files", "valid_files", "test_files", "train_jsonl", "valid_jsonl", "test_jsonl")
+
+
+def updates_or_minus_one(text: str) -> int:
+    """--max-steps: a positive number of updates, or -1 (then --num-train-epochs decides)."""
+    if text.strip() == "-1":
+        return -1
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer, or -1 for --num-train-epochs to decide, got {text}"
+        ) from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,44 +80,98 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("model", help="trained model folder (save_pretrained, with its tokenizer) or Hub repo id")
-    parser.add_argument("--output-dir", required=True, type=Path)
+    out = parser.add_argument_group("output")
+    out.add_argument("--output-dir", required=True, type=Path, help="a new or empty folder, not the model's")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace the earlier fine-tuning run in --output-dir (and nothing else)")
+    out.add_argument("--resume", action="store_true",
+                     help="continue the run in --output-dir from its last checkpoint-N folder")
+    out.add_argument("--save-total-limit", type=positive_int, default=2,
+                     help="checkpoints kept, the newest (each holds the optimizer state)")
 
     data = add_data_arguments(parser)  # the same data options as vanilla-train
-    data.add_argument("--max-train-samples", type=int, help="use only the first N training pairs")
-    data.add_argument("--max-eval-samples", type=int, help="score only the first N validation and test pairs")
-    data.add_argument("--num-proc", type=int, help="processes for tokenization")
+    data.add_argument("--max-train-samples", type=positive_int, help="use only the first N training pairs")
+    data.add_argument("--max-eval-samples", type=positive_int, help="score only the first N validation and test pairs")
+    data.add_argument("--num-proc", type=positive_int, help="processes for tokenization")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--max-steps", type=int, default=-1, help="updates; -1: --num-train-epochs decides")
-    train.add_argument("--num-train-epochs", type=float, default=1.0)
-    train.add_argument("--per-device-train-batch-size", type=int, default=32, help="sentence pairs per process")
-    train.add_argument("--per-device-eval-batch-size", type=int, default=32)
-    train.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    train.add_argument("--learning-rate", type=float, default=1e-4)
-    train.add_argument("--warmup-steps", type=int, default=0)
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--label-smoothing", type=float, default=0.1, help="section 5.4: 0.1")
+    train.add_argument("--max-steps", type=updates_or_minus_one, default=-1,
+                       help="updates; -1: --num-train-epochs decides")
+    train.add_argument("--num-train-epochs", type=positive_float, default=1.0)
+    train.add_argument("--per-device-train-batch-size", type=positive_int, default=32,
+                       help="sentence pairs per process")
+    train.add_argument("--per-device-eval-batch-size", type=positive_int, default=32)
+    train.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
+    train.add_argument("--learning-rate", type=positive_float, default=1e-4)
+    train.add_argument("--warmup-steps", type=non_negative_int, default=0)
+    train.add_argument("--weight-decay", type=non_negative_float, default=0.0)
+    train.add_argument("--label-smoothing", type=probability, default=0.1, help="section 5.4: 0.1")
     train.add_argument("--group-by-length", action="store_true", help="batch pairs of similar length (less padding)")
-    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--seed", type=non_negative_int, default=1, help="0 to 2**32 - 1")
     train.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     train.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is available")
 
     ev = parser.add_argument_group("evaluation and logging")
     ev.add_argument(
-        "--eval-steps", type=int, default=0, help="validation loss and BLEU every N updates (0: at the end)"
+        "--eval-steps", type=non_negative_int, default=0,
+        help="validation loss and BLEU every N updates (0: at the end)",
     )
-    ev.add_argument("--num-beams", type=int, help="beam size for BLEU (default: the model's, 4 as in section 6.1); "
-                    "the saved model keeps its own")
-    ev.add_argument("--logging-steps", type=int, default=10)
-    ev.add_argument("--save-steps", type=int, default=0, help="a checkpoint every N updates (0: none)")
+    ev.add_argument("--num-beams", type=positive_int, help="beam size for BLEU (default: the model's, 4 as in "
+                    "section 6.1); the saved model keeps its own")
+    ev.add_argument("--logging-steps", type=positive_int, default=10)
+    ev.add_argument("--save-steps", type=non_negative_int, default=0, help="a checkpoint every N updates (0: none)")
     args = parser.parse_args(argv)
+    if args.seed >= 2**32:
+        parser.error(f"argument --seed: must be in [0, 2**32 - 1], got {args.seed}")
     check_data_arguments(parser, args)
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
-    if not 0.0 <= args.label_smoothing < 1.0:
-        parser.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}.")
+    check_output_dir(parser, args)
     return args
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether `folder` holds an earlier fine-tuning run: Trainer's trainer_state.json or all_results.json, at the
+    top or in a checkpoint-N folder (a run stopped before its end)."""
+    return any((folder / name).is_file() for name in RUN_FILES) or get_last_checkpoint(folder) is not None
+
+
+def check_output_dir(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Not the model folder; new or empty, or with --resume a run to continue, or with --overwrite a run to replace."""
+    out, model = args.output_dir.resolve(), Path(args.model)
+    if model.exists():
+        source = model.resolve()
+        relation = ("is" if out == source else "is inside" if source in out.parents
+                    else "contains" if out in source.parents else None)
+        if relation:
+            parser.error(f"--output-dir {args.output_dir} {relation} the model folder {args.model}: fine-tuning would "
+                         "write over the model it starts from. Choose another --output-dir.")
+    if args.overwrite and args.resume:
+        parser.error("--overwrite and --resume contradict each other")
+    if out.exists() and not out.is_dir():
+        parser.error(f"--output-dir {args.output_dir} is a file: give a folder.")
+    if not out.exists() or not any(out.iterdir()):
+        if args.resume:
+            parser.error(f"--resume: {args.output_dir} holds no run to continue")
+        return
+    if args.resume:
+        if get_last_checkpoint(out) is None:
+            parser.error(f"--resume: {args.output_dir} holds no checkpoint-N folder to continue from (fine-tuning "
+                         "writes them every --save-steps updates)")
+        return
+    if not args.overwrite:
+        parser.error(f"--output-dir {args.output_dir} is not empty. Pass --resume to continue the fine-tuning run in "
+                     "it from its last checkpoint, --overwrite to replace an earlier fine-tuning run, or choose "
+                     "another --output-dir.")
+    if not holds_run(out):
+        parser.error(f"--overwrite: {args.output_dir} holds no earlier fine-tuning run (no {' or '.join(RUN_FILES)}, "
+                     "no checkpoint-N folder), so it is not deleted: choose a new or empty --output-dir.")
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        parser.error(f"--overwrite: {args.output_dir} is the current folder or holds it: it is not deleted.")
+    for name in DATA_OPTIONS:
+        for path in getattr(args, name) or []:
+            if out in Path(path).resolve().parents:
+                parser.error(f"--overwrite: {args.output_dir} holds --{name.replace('_', '-')} {path}: it is not "
+                             "deleted. Move the data or choose another --output-dir.")
 
 
 def training_arguments(args: argparse.Namespace, has_validation: bool) -> Seq2SeqTrainingArguments:
@@ -122,6 +201,7 @@ def training_arguments(args: argparse.Namespace, has_validation: bool) -> Seq2Se
         logging_steps=args.logging_steps,
         save_strategy="steps" if args.save_steps > 0 else "no",
         save_steps=args.save_steps if args.save_steps > 0 else 500,
+        save_total_limit=args.save_total_limit,
         report_to="none",
     )
 
@@ -196,6 +276,11 @@ def run(argv=None) -> dict:
     raw = load_corpus(args.source_lang, args.target_lang, **data_source_options(args))
     has_validation = "validation" in raw
     training_args = training_arguments(args, has_validation)
+    if args.overwrite:  # checked by parse_args: the folder holds an earlier fine-tuning run, and nothing it needs
+        with training_args.main_process_first(desc="removing the earlier run", local=False):
+            if training_args.process_index == 0 and args.output_dir.exists():
+                shutil.rmtree(args.output_dir)
+                print(f"removed the earlier fine-tuning run in {args.output_dir} (--overwrite)")
     with training_args.main_process_first(desc="tokenizing"):  # the main process fills the datasets cache first
         tokenized, counts = preprocess_translation(
             raw, tokenizer, args.source_lang, args.target_lang, max_length=args.max_length, num_proc=args.num_proc
@@ -210,7 +295,7 @@ def run(argv=None) -> dict:
 
     trainer = build_trainer(model, tokenizer, training_args, splits["train"], splits.get("validation"),
                             label_smoothing=args.label_smoothing)
-    metrics = dict(trainer.train().metrics)
+    metrics = dict(trainer.train(resume_from_checkpoint=True if args.resume else None).metrics)
     if has_validation:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
     if "test" in splits:

@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..arguments import positive_int
 from ..figures import make_figures
 
 
@@ -24,7 +25,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="vanilla-figures", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out-dir", type=Path, default=Path("docs/figures"),
                         help="folder for the PNG files (default: docs/figures, under the current folder)")
-    parser.add_argument("--dpi", type=int, default=90, help="resolution (default: 90)")
+    parser.add_argument("--dpi", type=positive_int, default=90, help="resolution (default: 90)")
     args = parser.parse_args(argv)
     try:
         written = make_figures(args.out_dir, dpi=args.dpi)

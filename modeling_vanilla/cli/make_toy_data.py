@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..arguments import positive_int
 from ..toy_corpus import write_toy_corpus
 
 
@@ -19,9 +20,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="vanilla-toy-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("directory", help="folder to write the files into (created if missing)")
-    parser.add_argument("--train", type=int, default=5000, help="sentence pairs in train.{en,de} (default: 5000)")
-    parser.add_argument("--valid", type=int, default=200, help="sentence pairs in valid.{en,de} (default: 200)")
-    parser.add_argument("--test", type=int, default=200, help="sentence pairs in test.{en,de} (default: 200)")
+    for split, default in (("train", 5000), ("valid", 200), ("test", 200)):
+        parser.add_argument(f"--{split}", type=positive_int, default=default,
+                            help=f"sentence pairs in {split}.{{en,de}} (default: {default})")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     return parser.parse_args(argv)
 

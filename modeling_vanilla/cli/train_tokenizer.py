@@ -3,7 +3,8 @@
 Reads the training split of a parallel corpus (both languages), trains a byte-level BPE vocabulary with
 `modeling_vanilla.tokenization.train_bpe_tokenizer`, saves it with `save_pretrained` (load it back with
 `AutoTokenizer.from_pretrained(output)`), and, with `--check`, reports the exact round trip and the average
-tokens per sentence on held-out text files.
+tokens per sentence on held-out text files. A tokenizer already in the output folder is replaced only with
+`--overwrite` (a model trained with it would no longer match it).
 
 Examples, from the repository root:
 
@@ -24,8 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+from ..arguments import int_at_least, positive_int
 from ..data import TranslationDataError, iter_sentences, load_translation_dataset
-from ..tokenization import round_trip_failures, train_bpe_tokenizer
+from ..tokenization import SPECIAL_TOKENS, round_trip_failures, train_bpe_tokenizer
+
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # byte-level BPE: every byte, and <pad> <s> </s> <unk>
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # what save_pretrained writes and loading reads
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,11 +50,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     source.add_argument("--hub-id", help="Hub dataset id, e.g. wmt/wmt14")
     parser.add_argument("--hub-config", help="Hub dataset config, e.g. de-en")
     parser.add_argument(
-        "--vocab-size", type=int, default=37000, help="vocabulary size (default: 37000, the paper's EN-DE)"
+        "--vocab-size", type=int_at_least(MIN_VOCAB_SIZE, "256 bytes + 4 special tokens"), default=37000,
+        help="vocabulary size (default: 37000, the paper's EN-DE)",
     )
-    parser.add_argument("--min-frequency", type=int, default=2, help="minimum count of a merged pair (default: 2)")
-    parser.add_argument("--model-max-length", type=int, default=1024, help="model_max_length to store (default: 1024)")
+    parser.add_argument(
+        "--min-frequency", type=positive_int, default=2, help="minimum count of a merged pair (default: 2)"
+    )
+    parser.add_argument(
+        "--model-max-length", type=int_at_least(2, "one token and </s>"), default=1024,
+        help="model_max_length to store (default: 1024)",
+    )
     parser.add_argument("--output", required=True, type=Path, help="folder to save the tokenizer in")
+    parser.add_argument("--overwrite", action="store_true", help="replace a tokenizer already saved in --output")
     parser.add_argument(
         "--check",
         nargs="*",
@@ -58,7 +70,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="text files (one sentence per line) to check the round trip and count tokens on",
     )
     parser.add_argument("--cache-dir", help="datasets cache folder (Hub downloads only)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.output.exists() and not args.output.is_dir():
+        parser.error(f"--output {args.output} is a file: give a folder.")
+    existing = [name for name in TOKENIZER_FILES if (args.output / name).is_file()]
+    if existing and not args.overwrite:
+        parser.error(f"--output {args.output} already holds a tokenizer ({', '.join(existing)}): a model trained "
+                     "with it needs it as it is. Pass --overwrite to replace it, or choose another --output.")
+    return args
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,10 @@
 """`vanilla-translate`: translate a file, or standard input, with a trained model.
 
-One input line gives one output line (an empty line gives an empty line), written as soon as its batch is done.
+One input line gives one output line (an empty line gives an empty line). Only "\n" ends a line: a lone "\r" inside
+a line stays in it, so that line i of the output always answers line i of the input. The input must be UTF-8; a line
+that is not is an error naming the file and the line, found before the model is loaded. On standard output each
+translation is written as soon as its batch is done; `--output` is written to a temporary file beside it and renamed
+into place at the end, so that an error never leaves it truncated or half written, and it may not be the input.
 
 Examples:
 
@@ -20,9 +24,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
 
+from ..arguments import TextFileError, positive_int, read_lines, replacing, same_file
 from ..model_folder import load_model_and_tokenizer
 from ..translation import translate
 
@@ -32,21 +38,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("model", help="model folder (save_pretrained, with its tokenizer) or Hub repo id")
     parser.add_argument("--input", type=Path, help="text file, one sentence per line (default: standard input)")
     parser.add_argument("--output", type=Path, help="file to write the translations to (default: standard output)")
-    parser.add_argument("--batch-size", type=int, default=32, help="sentences per generate() call (default: 32)")
     parser.add_argument(
-        "--num-beams", type=int, help="beam size (default: the model's generation config; 4 as in section 6.1)"
+        "--batch-size", type=positive_int, default=32, help="sentences per generate() call (default: 32)"
     )
     parser.add_argument(
-        "--max-new-tokens", type=int, help="most tokens per translation (default: input length + 50, section 6.1)"
+        "--num-beams", type=positive_int,
+        help="beam size (default: the model's generation config; 4 as in section 6.1)",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=positive_int,
+        help="most tokens per translation (default: input length + 50, section 6.1)",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU if there is one, else cpu)")
     args = parser.parse_args(argv)
-    for name in ("batch_size", "num_beams", "max_new_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
-    if args.input is not None and not args.input.is_file():
-        parser.error(f"--input {args.input} does not exist or is not a file.")
+    if args.input is not None:
+        if not args.input.is_file():
+            parser.error(f"--input {args.input} does not exist or is not a file.")
+        if args.output is not None and same_file(args.input, args.output):
+            parser.error(f"--output {args.output} is the input file: it would be overwritten before it is read. "
+                         "Write the translations to another file.")
+        try:
+            for _ in read_lines(args.input):  # every line UTF-8, before the model is loaded
+                pass
+        except TextFileError as error:
+            parser.error(f"--input {error}")
+    if args.output is not None:
+        if args.output.is_dir():
+            parser.error(f"--output {args.output} is a folder: give a file name.")
+        if not args.output.resolve().parent.is_dir():
+            parser.error(f"--output {args.output}: the folder {args.output.resolve().parent} does not exist.")
     return args
 
 
@@ -62,24 +82,26 @@ def main(argv=None) -> int:
     import torch
 
     args = parse_args(argv)
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    try:
+        model, tokenizer = load_model_and_tokenizer(args.model)
+    except (FileNotFoundError, ValueError) as error:  # no such model; a tokenizer that is not the model's
+        raise SystemExit(f"vanilla-translate: error: {error}") from None
     model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     generate_kwargs = {
         name: value for name, value in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens))
         if value is not None
     }
-    source = open(args.input, encoding="utf-8") if args.input else sys.stdin
-    target = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        lines = (line.rstrip("\r\n") for line in source)
-        for translation in translate_lines(model, tokenizer, lines, args.batch_size, **generate_kwargs):
-            target.write(translation + "\n")
-            target.flush()
-    finally:
-        if args.input:
-            source.close()
-        if args.output:
-            target.close()
+    if args.input is not None:
+        lines = read_lines(args.input)
+    else:  # bytes where there are (a real stdin), so that only "\n" splits lines and a bad byte names its line
+        lines = read_lines("standard input", getattr(sys.stdin, "buffer", sys.stdin))
+    with replacing(args.output) if args.output else nullcontext(sys.stdout) as target:
+        try:
+            for translation in translate_lines(model, tokenizer, lines, args.batch_size, **generate_kwargs):
+                target.write(translation + "\n")
+                target.flush()
+        except TextFileError as error:  # only standard input can still hold one: files were checked
+            raise SystemExit(f"vanilla-translate: error: {error}") from None
     return 0
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
+from ..arguments import positive_int
 from ..attention_maps import check_index, encode_pair, extract_attention, save_attention_plots, write_bertviz_html
 from ..model_folder import load_model_and_tokenizer
 
@@ -42,9 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="folder for the files (default: attention)")
     parser.add_argument("--layer", type=int, nargs="+", help="layer indices to plot (default: all)")
     parser.add_argument("--head", type=int, help="also plot this head alone, with its weights written in the cells")
-    parser.add_argument("--pad-to", type=int, help="right-pad the source with <pad> to this many tokens")
+    parser.add_argument("--pad-to", type=positive_int, help="right-pad the source with <pad> to this many tokens")
     parser.add_argument("--no-html", action="store_true", help="skip bertviz's HTML views")
-    parser.add_argument("--dpi", type=int, default=100, help="resolution of the PNG files (default: 100)")
+    parser.add_argument("--dpi", type=positive_int, default=100, help="resolution of the PNG files (default: 100)")
     return parser.parse_args(argv)
 
 
