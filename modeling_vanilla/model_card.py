@@ -7,6 +7,7 @@ what the Hub and `pipeline("translation")` users need, naming every missing fiel
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,9 +49,15 @@ def write_model_card(*, name: str, languages: Sequence[str], datasets: Sequence[
         "evaluation": evaluation,
         "source_example": EXAMPLE_SENTENCES.get(languages[0] if languages else "", EXAMPLE_SENTENCES["en"]),
     }
-    text = TEMPLATE.read_text(encoding="utf-8")
+    template = TEMPLATE.read_text(encoding="utf-8")
+    end_of_header = template.index("\n---", 3)
+    header, body = template[:end_of_header], template[end_of_header:]
     for key, value in values.items():
-        text = text.replace("{{" + key + "}}", value)
+        # In the YAML header a name is a quoted scalar (JSON's quoting is YAML's), so "my: model" stays a string.
+        quoted = value if key in ("language", "datasets", "bleu") else json.dumps(value, ensure_ascii=False)
+        header = header.replace("{{" + key + "}}", quoted)
+        body = body.replace("{{" + key + "}}", value)
+    text = header + body
     if "{{" in text:
         start = text.index("{{")
         raise ModelCardError(f"{TEMPLATE} has a field the writer does not fill: {text[start : text.index('}}', start) + 2]}")

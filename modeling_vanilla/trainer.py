@@ -549,7 +549,6 @@ def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -
 
     hub_dataset = args.dataset or args.card_dataset
     train_files = args.train_files or args.train_jsonl or []
-    local_name = Path(train_files[0]).parent.name if train_files else ""
     departures = ", ".join(f"{k}={v}" for k, v in args.config_overrides.items()) or "none"
     averaged = summary["averaged_checkpoints"]
     device = "GPU" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
@@ -564,7 +563,7 @@ def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -
         languages=[args.source_lang, args.target_lang],
         datasets=[hub_dataset] if hub_dataset else [],
         dataset_name=(f"{hub_dataset} {args.dataset_config or ''}".strip() if hub_dataset
-                      else local_name or "local files"),
+                      else "local files"),  # not a folder name: those can name people and clients
         bleu=(summary.get("test") or summary.get("validation") or {}).get("bleu"),
         summary=f"{args.source_lang} -> {args.target_lang}, preset `{args.preset}`, trained for "
                 f"{summary['train_minutes']} minutes.",

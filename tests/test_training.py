@@ -564,3 +564,40 @@ def test_greedy_final_evaluation_trains_and_saves(toy_data, tmp_path):
     assert generation["num_beams"] == 1 and generation.get("length_penalty", 1.0) == 1.0
     assert "test" not in summary or summary["test"]["sentences"] > 0
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--num-beams", "1", "--length-penalty", "0.6"],
+        ["--num-beams", "5", "--length-penalty", "0.0"],
+        ["--model-name", "my: model 'quoted' #1", "--card-dataset", "user/data: set"],
+        ["--override", "layer_norm=pre", "tie_word_embeddings=false", "positional_encoding=learned"],
+    ],
+)
+def test_flag_combinations_reach_a_savable_generation_config_and_a_valid_card(toy_data, tmp_path, extra):
+    """What the run writes at the end, for odd but valid flags: a generation config transformers saves, a card whose
+    metadata parses (quotes, colons) and that names the training files without their local folders."""
+    from transformers import GenerationConfig
+
+    from modeling_vanilla import VanillaTransformerConfig
+    from modeling_vanilla.model_card import card_metadata
+    from modeling_vanilla.options import parse_train_args
+    from modeling_vanilla.tokenization import train_bpe_tokenizer
+    from modeling_vanilla.trainer import run_model_card, set_decoding
+
+    args = parse_train_args(train_args(toy_data, tmp_path / "out", "--max-steps", "1", *extra))
+    generation = GenerationConfig()
+    set_decoding(generation, args.num_beams, args.length_penalty)
+    generation.save_pretrained(tmp_path / "generation")  # transformers validates strictly on save
+    tokenizer = train_bpe_tokenizer(["a b c"] * 10, vocab_size=270)
+    config = VanillaTransformerConfig.tiny(vocab_size=len(tokenizer), **args.config_overrides)
+    summary = {"step": 1, "epochs": 0.1, "tokens_seen": 10, "train_minutes": 0.1, "averaged_checkpoints": 0,
+               "parameters": 1000, "processes": 1}
+    card = run_model_card(args, config, summary, tokenizer)
+    metadata = card_metadata(card)
+    assert metadata["language"] == ["en", "de"]
+    if args.card_dataset:
+        assert metadata["datasets"] == [args.card_dataset]
+        assert metadata["model-index"][0]["name"] == args.model_name
+    assert str(toy_data) not in card  # the local folder of --train-files is not published

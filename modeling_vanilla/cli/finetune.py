@@ -119,7 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ev.add_argument("--num-beams", type=positive_int, help="beam size for BLEU (default: the model's, 4 as in "
                     "section 6.1); the saved model keeps its own")
     ev.add_argument("--logging-steps", type=positive_int, default=10)
-    ev.add_argument("--save-steps", type=non_negative_int, default=0, help="a checkpoint every N updates (0: none)")
+    ev.add_argument("--save-steps", type=non_negative_int, default=500,
+                    help="a checkpoint every N updates, for --resume after a crash (0: none)")
     args = parser.parse_args(argv)
     if args.seed >= 2**32:
         parser.error(f"argument --seed: must be in [0, 2**32 - 1], got {args.seed}")
