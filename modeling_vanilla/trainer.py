@@ -6,8 +6,9 @@ The loop is `train` -> `train_step` (one update: accumulation, the NaN guard, cl
 `log_validate_and_save` (metrics, validation, checkpoints). The pieces live in modules named for them: `options`
 (the command line), `data` and `tokenization` (5.1), `optimization` (5.3), `evaluation` (loss, BLEU),
 `checkpoints` (atomic checkpoints, 6.1 averaging), `model_card`. The same code runs on a 2-core CPU, one GPU or
-many (DDP through `accelerate launch`; FSDP or DeepSpeed without checkpoints), in fp32, bf16 or fp16; `vanilla-train --help` lists
-the options, and README.md the commands for the quickstart, Multi30k and the paper's WMT14 base model.
+many (DDP through `accelerate launch`; FSDP or DeepSpeed without checkpoints), in fp32, bf16 or fp16.
+`vanilla-train --help` lists the options; README.md has the commands for the quickstart, Multi30k and the
+paper's WMT14 base model, and its "Reliability" section says what survives a crash or a preemption.
 """
 
 from __future__ import annotations
