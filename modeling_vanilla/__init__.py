@@ -3,9 +3,11 @@
 Importing the package registers the model with the Auto classes, so that `AutoConfig`, `AutoModel` and
 `AutoModelForSeq2SeqLM` load its checkpoints without `trust_remote_code`, and marks the classes for
 `register_for_auto_class`, so that `save_pretrained` writes the model code and `auto_map` next to the weights
-for Hub users who do not have the package. It also registers the translation pipeline, so that
-`pipeline("translation", model=...)` works without `trust_remote_code` (door 2; door 1, for a folder without the
-package, is written by the model's `save_pretrained`). Nothing here touches the network.
+for Hub users who do not have the package. It also enables the translation pipeline, so that
+`pipeline("translation", model=...)` and `pipeline("translation_en_to_de", model=...)` work without
+`trust_remote_code`, for this model and for Marian, NLLB, M2M100, mBART-50 and T5 (door 2; door 1, for a folder
+without the package, is written by the model's `save_pretrained`). `enable_translation_pipeline()` is the documented
+switch; importing the package has already called it. Nothing here touches the network.
 
 The layering: the configuration imports nothing from the package; the modeling file imports only the
 configuration; the pipeline imports nothing from the package; this file wires the three together.
@@ -19,7 +21,7 @@ from .modeling_vanilla import (
     VanillaTransformerModel,
     VanillaTransformerPreTrainedModel,
 )
-from .pipeline_translation import TranslationPipeline, register_translation_pipeline
+from .pipeline_translation import TranslationPipeline, enable_translation_pipeline
 
 __version__ = "0.1.0"
 
@@ -36,7 +38,7 @@ VanillaTransformerForConditionalGeneration.register_for_auto_class("AutoModelFor
 # save_pretrained). pipeline() takes a declaration found in a loaded config over the registered class, and then
 # demands trust_remote_code, so the installed configuration class drops it on load. The remote-code copy of the
 # configuration beside the weights is another class, left as it is: without the package, door 1 stays open.
-register_translation_pipeline()
+enable_translation_pipeline()
 VanillaTransformerConfig.drop_on_load = frozenset({"custom_pipelines"})
 
 __all__ = [
@@ -45,4 +47,5 @@ __all__ = [
     "VanillaTransformerModel",
     "VanillaTransformerForConditionalGeneration",
     "TranslationPipeline",
+    "enable_translation_pipeline",
 ]
