@@ -230,6 +230,12 @@ def test_nllb_source_code_in_the_input_and_target_code_forced_first(nllb, monkey
     assert calls[-1]["kwargs"]["forced_bos_token_id"] == code_id("deu_Latn")
     assert calls[-1]["output"][0, 1] == code_id("deu_Latn")  # after the decoder start token: the target code
 
+    # In a batch, each input starts with the source code, padded on the right.
+    translator(["chat chien chat", "chat"], batch_size=2, max_new_tokens=3)
+    batch = calls[-1]["input_ids"]
+    assert batch[:, 0].tolist() == [code_id("fra_Latn")] * 2 and batch[1, -1] == tokenizer.pad_token_id
+    assert calls[-1]["kwargs"]["forced_bos_token_id"] == code_id("deu_Latn")
+
     # Per call, the languages change; a two-letter code is mapped to the tokenizer's one code for it.
     translator("chat", src_lang="eng_Latn", tgt_lang="fr", max_new_tokens=3)
     assert calls[-1]["input_ids"][0, 0] == code_id("eng_Latn")
