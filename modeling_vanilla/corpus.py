@@ -128,6 +128,20 @@ def load_translation_dataset(
     return IterableDatasetDict(result) if streaming else DatasetDict(result)
 
 
+def check_training_source(dataset, train_files, train_jsonl) -> None:
+    """Exactly one training source among the data options, or a `TranslationDataError` naming them; the one check
+    that `load_corpus` and the commands' argument parsing (`options.check_data_arguments`) share."""
+    given = [
+        name
+        for name, value in (("--dataset", dataset), ("--train-files", train_files), ("--train-jsonl", train_jsonl))
+        if value
+    ]
+    if len(given) != 1:
+        raise TranslationDataError(
+            f"give exactly one training source: --dataset, --train-files or --train-jsonl (got {given or 'none'})"
+        )
+
+
 def load_corpus(
     source_lang: str,
     target_lang: str,
@@ -157,15 +171,7 @@ def load_corpus(
         TranslationDataError: not exactly one training source (the message names the options), or bad data.
         Otherwise as `load_translation_dataset`.
     """
-    given = [
-        name
-        for name, value in (("--dataset", dataset), ("--train-files", train_files), ("--train-jsonl", train_jsonl))
-        if value
-    ]
-    if len(given) != 1:
-        raise TranslationDataError(
-            f"give exactly one training source: --dataset, --train-files or --train-jsonl (got {given or 'none'})"
-        )
+    check_training_source(dataset, train_files, train_jsonl)
     direction = {"source_lang": source_lang, "target_lang": target_lang, "cache_dir": cache_dir}
     if dataset:
         return load_translation_dataset(**direction, hub_id=dataset, hub_config=dataset_config)

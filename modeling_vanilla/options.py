@@ -10,15 +10,24 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 from pathlib import Path
+
+from .arguments import (
+    finite_float,
+    int_at_least,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 PRESETS = ("tiny", "small", "base", "big")
 RUN_CONFIG = "run_config.json"
+MIN_VOCAB_SIZE = 260  # the 256 bytes of byte-level BPE and the 4 special tokens
 # Arguments that must match for --resume to continue a run (the rest, such as limits, may change).
 RESUME_MUST_MATCH = ("preset", "override", "source_lang", "target_lang", "max_tokens", "update_freq", "seed",
                      "label_smoothing", "warmup_steps", "lr_scale", "precision", "max_length")
-TRAINING_SOURCES = ("dataset", "train_files", "train_jsonl")
 
 
 def parse_train_args(argv=None) -> argparse.Namespace:
@@ -40,10 +49,10 @@ def train_parser() -> argparse.ArgumentParser:
     model.add_argument("--override", nargs="*", default=[], metavar="FIELD=VALUE",
                        help="config fields over the preset, e.g. dropout=0.3 num_encoder_layers=3")
     data = add_data_arguments(parser)
-    data.add_argument("--num-proc", type=int, default=None, help="processes for tokenization")
+    data.add_argument("--num-proc", type=positive_int, default=None, help="processes for tokenization")
     tok = parser.add_argument_group("tokenizer")
     tok.add_argument("--tokenizer", help="a saved tokenizer folder; by default one is trained on the training data")
-    tok.add_argument("--vocab-size", type=int, default=37000, help="joint BPE vocabulary (section 5.1: 37000)")
+    tok.add_argument("--vocab-size", type=int_at_least(MIN_VOCAB_SIZE, "256 bytes + 4 special tokens"), default=37000, help="joint BPE vocabulary (section 5.1: 37000)")
     _add_training_arguments(parser)
     _add_evaluation_arguments(parser)
     _add_output_arguments(parser)
@@ -52,30 +61,30 @@ def train_parser() -> argparse.ArgumentParser:
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     train = parser.add_argument_group("training (section 5)")
-    train.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per batch and side, per process")
-    train.add_argument("--update-freq", type=int, default=1, help="batches accumulated per update")
-    train.add_argument("--warmup-steps", type=int, default=4000, help="Eq. (3)")
-    train.add_argument("--lr-scale", type=float, default=1.0, help="multiplies Eq. (3) (1 in the paper)")
-    train.add_argument("--label-smoothing", type=float, default=0.1, help="section 5.4")
-    train.add_argument("--clip-norm", type=float, default=0.0, help="gradient clipping, 0 = off (not in the paper)")
+    train.add_argument("--max-tokens", type=positive_int, default=4096, help="padded tokens per batch and side, per process")
+    train.add_argument("--update-freq", type=positive_int, default=1, help="batches accumulated per update")
+    train.add_argument("--warmup-steps", type=positive_int, default=4000, help="Eq. (3)")
+    train.add_argument("--lr-scale", type=positive_float, default=1.0, help="multiplies Eq. (3) (1 in the paper)")
+    train.add_argument("--label-smoothing", type=probability, default=0.1, help="section 5.4")
+    train.add_argument("--clip-norm", type=non_negative_float, default=0.0, help="gradient clipping, 0 = off (not in the paper)")
     train.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                        help="default: bf16 where supported (CPU with AMX/AVX512-BF16, recent GPUs), else fp32")
-    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--seed", type=non_negative_int, default=1)
     train.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is available")
-    train.add_argument("--max-bad-updates", type=int, default=5, help="stop after this many non-finite losses in a row")
+    train.add_argument("--max-bad-updates", type=positive_int, default=5, help="stop after this many non-finite losses in a row")
     stop = parser.add_argument_group("stopping")
-    stop.add_argument("--max-steps", type=int, default=None)
-    stop.add_argument("--max-epochs", type=int, default=None)
-    stop.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget for training")
+    stop.add_argument("--max-steps", type=positive_int, default=None)
+    stop.add_argument("--max-epochs", type=positive_int, default=None)
+    stop.add_argument("--max-minutes", type=positive_float, default=None, help="wall-clock budget for training")
 
 
 def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     ev = parser.add_argument_group("evaluation")
-    ev.add_argument("--eval-every", type=int, default=1000, help="validation loss every N updates (0 = only at end)")
-    ev.add_argument("--bleu-every", type=int, default=0, help="validation BLEU every N updates (0 = only at end)")
-    ev.add_argument("--bleu-sentences", type=int, default=None, help="score only the first N validation pairs")
-    ev.add_argument("--num-beams", type=int, default=4, help="section 6.1: 4")
-    ev.add_argument("--length-penalty", type=float, default=0.6, help="section 6.1: 0.6")
+    ev.add_argument("--eval-every", type=non_negative_int, default=1000, help="validation loss every N updates (0 = only at end)")
+    ev.add_argument("--bleu-every", type=non_negative_int, default=0, help="validation BLEU every N updates (0 = only at end)")
+    ev.add_argument("--bleu-sentences", type=positive_int, default=None, help="score only the first N validation pairs")
+    ev.add_argument("--num-beams", type=positive_int, default=4, help="section 6.1: 4")
+    ev.add_argument("--length-penalty", type=finite_float, default=0.6, help="section 6.1: 0.6")
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,14 +92,14 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--output-dir", required=True)
     out.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output-dir")
     out.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
-    out.add_argument("--save-every", type=int, default=0, help="checkpoint every N updates (0 = off)")
-    out.add_argument("--save-every-minutes", type=float, default=10.0,
+    out.add_argument("--save-every", type=non_negative_int, default=0, help="checkpoint every N updates (0 = off)")
+    out.add_argument("--save-every-minutes", type=non_negative_float, default=10.0,
                      help="checkpoint every N minutes (0 = off; section 6.1 wrote one every 10 minutes); a checkpoint "
                           "is also written at the end and on SIGTERM/SIGINT whenever checkpoints are on")
-    out.add_argument("--keep-checkpoints", type=int, default=5)
-    out.add_argument("--average-last", type=int, default=0,
+    out.add_argument("--keep-checkpoints", type=positive_int, default=5)
+    out.add_argument("--average-last", type=non_negative_int, default=0,
                      help="the final model averages the last N checkpoints (section 6.1: 5 for base, 20 for big)")
-    out.add_argument("--log-every", type=int, default=10, help="training metrics every N updates")
+    out.add_argument("--log-every", type=positive_int, default=10, help="training metrics every N updates")
     out.add_argument("--report-to", choices=("none", "tensorboard"), default="none")
     out.add_argument("--model-name", default=None, help="name in the model card (default: the output folder's)")
     out.add_argument("--card-dataset", default=None,
@@ -111,17 +120,18 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
     data.add_argument("--train-jsonl", nargs="+", help="JSON lines files in the Hub schema")
     data.add_argument("--valid-jsonl", nargs="+")
     data.add_argument("--test-jsonl", nargs="+")
-    data.add_argument("--max-length", type=int, default=256, help="drop pairs with a side longer than this")
+    data.add_argument("--max-length", type=positive_int, default=256, help="drop pairs with a side longer than this")
     return data
 
 
 def check_data_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Exactly one training source: the one check, for every command that takes the data options."""
-    sources = ["--" + name.replace("_", "-") for name in TRAINING_SOURCES if getattr(args, name)]
-    if len(sources) != 1:
-        parser.error(f"give exactly one training source: --dataset, --train-files or --train-jsonl (got {sources or 'none'})")
-    if args.max_length < 1:
-        parser.error("--max-length must be at least 1")
+    from .corpus import TranslationDataError, check_training_source
+
+    try:
+        check_training_source(args.dataset, args.train_files, args.train_jsonl)
+    except TranslationDataError as error:
+        parser.error(str(error))
 
 
 def data_source_options(args: argparse.Namespace) -> dict:
@@ -131,52 +141,13 @@ def data_source_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
-# Every numeric option of vanilla-train: (the test it must pass, the allowed range in words). None = not given.
-NUMBER_RULES = {
-    "max_length": (lambda v: v >= 1, "an integer >= 1"),
-    "num_proc": (lambda v: v is None or v >= 1, "an integer >= 1"),
-    "vocab_size": (lambda v: v >= 260, "an integer >= 260 (4 special tokens and the 256 bytes)"),
-    "max_tokens": (lambda v: v >= 1, "an integer >= 1"),
-    "update_freq": (lambda v: v >= 1, "an integer >= 1"),
-    "warmup_steps": (lambda v: v >= 1, "an integer >= 1"),
-    "lr_scale": (lambda v: math.isfinite(v) and v > 0, "a number > 0"),
-    "label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "clip_norm": (lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (0 = off)"),
-    "seed": (lambda v: v >= 0, "an integer >= 0"),
-    "max_bad_updates": (lambda v: v >= 1, "an integer >= 1"),
-    "max_steps": (lambda v: v is None or v >= 1, "an integer >= 1"),
-    "max_epochs": (lambda v: v is None or v >= 1, "an integer >= 1"),
-    "max_minutes": (lambda v: v is None or (math.isfinite(v) and v > 0), "a number of minutes > 0"),
-    "eval_every": (lambda v: v >= 0, "an integer >= 0 (0 = only at the end)"),
-    "bleu_every": (lambda v: v >= 0, "an integer >= 0 (0 = only at the end)"),
-    "bleu_sentences": (lambda v: v is None or v >= 1, "an integer >= 1"),
-    "num_beams": (lambda v: v >= 1, "an integer >= 1"),
-    "length_penalty": (lambda v: math.isfinite(v), "a finite number"),
-    "save_every": (lambda v: v >= 0, "an integer >= 0 (0 = off)"),
-    "save_every_minutes": (lambda v: math.isfinite(v) and v >= 0, "a number of minutes >= 0 (0 = off)"),
-    "keep_checkpoints": (lambda v: v >= 1, "an integer >= 1"),
-    "average_last": (lambda v: v >= 0, "an integer >= 0 (0 = off)"),
-    "log_every": (lambda v: v >= 1, "an integer >= 1"),
-}
-
-
-def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Every numeric option in its range, or an error naming the flag and the range, before any work is done."""
-    for name, (allowed, words) in NUMBER_RULES.items():
-        value = getattr(args, name)
-        if not allowed(value):
-            parser.error(f"--{name.replace('_', '-')} must be {words}, got {value}")
-
-
 def check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse bad combinations now, before any data is read or model built."""
     check_data_arguments(parser, args)
-    check_numbers(parser, args)
     if args.max_tokens < args.max_length:
         parser.error(f"--max-tokens {args.max_tokens} is smaller than the longest allowed sentence (--max-length "
                      f"{args.max_length} tokens): such a pair could not fit in any batch. Raise --max-tokens or "
                      "lower --max-length.")
-    check_numbers(parser, args)
     if args.max_steps is None and args.max_epochs is None and args.max_minutes is None:
         parser.error("give a stopping rule: --max-steps, --max-epochs or --max-minutes")
     if args.overwrite and args.resume:
