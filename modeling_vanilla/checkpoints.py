@@ -37,7 +37,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -132,7 +131,6 @@ class CheckpointManager:
             accelerator, temporary, weights, model, optimizer, scheduler, train_state, rng_state))
         self._phase(accelerator, temporary, "complete", accelerator.is_main_process,
                     lambda: self._complete(temporary, final, step, accelerator.num_processes, best))
-        _crash_test_hook(step)
         return final
 
     def _phase(self, accelerator, temporary: Path, what: str, runs_here: bool, work) -> None:
@@ -299,13 +297,6 @@ class CheckpointManager:
             accelerator.scaler.load_state_dict(torch.load(folder / SCALER_FILE, map_location="cpu", weights_only=True))
         state.load_state_dict(saved_state)
         _set_rng_state(accelerator, rng_state)
-
-
-def _crash_test_hook(step: int) -> None:
-    """For the resume test (tests/test_training.py) only: die by SIGKILL right after checkpoint `step` is written,
-    as a preempted job would, when VANILLA_TEST_SIGKILL_AFTER_STEP names that step."""
-    if os.environ.get("VANILLA_TEST_SIGKILL_AFTER_STEP") == str(step):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # Files: durable writes, hashes, the marker

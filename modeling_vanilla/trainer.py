@@ -369,8 +369,8 @@ def stop_after_signal(run: Run) -> None:
 
 
 def _test_signal_hook(step: int) -> None:
-    """For the preemption test (tests/test_training.py) only: VANILLA_TEST_SIGNAL_AFTER_STEP="15:4" sends this
-    process SIGTERM (15) after update 4, as a cluster would."""
+    """For the crash and preemption tests (tests/test_training.py) only: VANILLA_TEST_SIGNAL_AFTER_STEP="15:4" sends
+    this process SIGTERM (15) after update 4 and its checkpoint, as a cluster would; "9:4" kills it (SIGKILL)."""
     spec = os.environ.get("VANILLA_TEST_SIGNAL_AFTER_STEP", "")
     if spec and spec.split(":")[1] == str(step):
         os.kill(os.getpid(), int(spec.split(":")[0]))

@@ -204,7 +204,7 @@ def test_resume_after_sigkill_matches_the_straight_run(toy_data, tmp_path):
 
     killed = run_train(train_args(toy_data, tmp_path / "resumed", "--max-steps", "8", "--precision", "fp32",
                                   "--eval-every", "0", "--save-every", "4"),
-                       env={"VANILLA_TEST_SIGKILL_AFTER_STEP": "4"})
+                       env={"VANILLA_TEST_SIGNAL_AFTER_STEP": "9:4"})
     assert killed.returncode == -9, killed.stderr[-3000:]  # died by SIGKILL, after writing checkpoint 4
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
     resumed = run_train(train_args(toy_data, tmp_path / "resumed", "--max-steps", "8", "--precision", "fp32",
