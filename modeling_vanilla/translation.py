@@ -60,6 +60,12 @@ def translate(model, tokenizer, sentences: Sequence[str], batch_size: int = 64, 
     return [text for _, text in sorted(results)]
 
 
+def one_line(text: str) -> str:
+    """A translation as one line of an output file: line breaks it may hold become spaces, so that line i of the
+    output answers line i of the input."""
+    return text.replace("\r", " ").replace("\n", " ")
+
+
 def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
     """Cased, detokenized sacreBLEU (13a) and chrF of `hypotheses` against one reference each, with signatures."""
     import sacrebleu

@@ -91,3 +91,15 @@ def test_evaluate_refuses_files_that_are_not_line_aligned(model_dir, tmp_path, c
         evaluate.main([str(model_dir), "--source", str(tmp_path / "src.en"), "--reference", str(tmp_path / "ref.de")])
     err = capsys.readouterr().err
     assert "has 2 lines but" in err and "line-aligned" in err
+
+
+def test_evaluate_writes_one_output_line_per_input_line_whatever_the_translation_holds(model_dir, tmp_path,
+                                                                                        monkeypatch):
+    from modeling_vanilla.cli import evaluate
+
+    monkeypatch.setattr(evaluate, "translate", lambda model, tokenizer, sources, **kwargs: ["a\nb", "c\rd"])
+    (tmp_path / "src.en").write_text("one\ntwo\n")
+    (tmp_path / "ref.de").write_text("eins\nzwei\n")
+    evaluate.run([str(model_dir), "--source", str(tmp_path / "src.en"), "--reference", str(tmp_path / "ref.de"),
+                  "--output", str(tmp_path / "hyp.de")])
+    assert (tmp_path / "hyp.de").read_text() == "a b\nc d\n"

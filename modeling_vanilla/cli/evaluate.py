@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..arguments import TextFileError, finite_float, positive_int, read_lines, replacing, same_file
 from ..model_folder import load_model_and_tokenizer
-from ..translation import score, translate
+from ..translation import one_line, score, translate
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,7 +62,7 @@ def run(argv=None) -> dict:
     hypotheses = translate(model, tokenizer, args.sources, batch_size=args.batch_size, **generate_kwargs)
     if args.output:
         with replacing(args.output) as output:
-            output.write("".join(hypothesis + "\n" for hypothesis in hypotheses))
+            output.write("".join(one_line(hypothesis) + "\n" for hypothesis in hypotheses))
     result = {**score(hypotheses, args.references), "sentences": len(hypotheses)}
     print(json.dumps(result))
     return result

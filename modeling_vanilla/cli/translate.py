@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..arguments import TextFileError, positive_int, read_lines, replacing, same_file
 from ..model_folder import load_model_and_tokenizer
-from ..translation import translate
+from ..translation import one_line, translate
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -75,7 +75,7 @@ def translate_lines(model, tokenizer, lines: Iterable[str], batch_size: int, **g
     lines = iter(lines)
     while batch := list(islice(lines, batch_size)):
         for text in translate(model, tokenizer, batch, batch_size=batch_size, **generate_kwargs):
-            yield text.replace("\r", " ").replace("\n", " ")
+            yield one_line(text)
 
 
 def main(argv=None) -> int:
