@@ -113,3 +113,25 @@ def load_tokenizer(folder):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder)
+
+
+# The translation pipeline: what reaches generate(), and what comes out.
+
+
+def record_generate(model, monkeypatch) -> list[dict]:
+    """Each model.generate call: its keyword arguments, input ids and output ids."""
+    calls, original = [], model.generate
+
+    def generate(*args, **kwargs):
+        output = original(*args, **kwargs)
+        calls.append({"kwargs": kwargs, "input_ids": kwargs["input_ids"], "output": output})
+        return output
+
+    monkeypatch.setattr(model, "generate", generate)
+    return calls
+
+
+def texts(outputs) -> list[str]:
+    """The translation texts of a pipeline's output, checked to be one {"translation_text": ...} dict each."""
+    assert all(isinstance(output, dict) and set(output) == {"translation_text"} for output in outputs), outputs
+    return [output["translation_text"] for output in outputs]

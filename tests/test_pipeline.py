@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from tests.helpers import MULTI30K, WITHOUT_PACKAGE, needs_multi30k, run_python
+from tests.helpers import MULTI30K, WITHOUT_PACKAGE, needs_multi30k, record_generate, run_python, texts
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 from transformers.pipelines.pt_utils import KeyDataset
 
@@ -75,19 +75,7 @@ def translator(model_and_tokenizer):
 def generate_calls(model_and_tokenizer, monkeypatch):
     """Records each model.generate call of the test: its keyword arguments, input ids and output ids."""
     model, _ = model_and_tokenizer
-    calls, original = [], model.generate
-
-    def generate(*args, **kwargs):
-        output = original(*args, **kwargs)
-        calls.append({"kwargs": kwargs, "input_ids": kwargs["input_ids"], "output": output})
-        return output
-
-    monkeypatch.setattr(model, "generate", generate)
-    return calls
-
-
-def texts(outputs) -> list[str]:
-    return [output["translation_text"] for output in outputs]
+    return record_generate(model, monkeypatch)
 
 
 # Same output as generate()

@@ -17,7 +17,7 @@ import logging
 
 import pytest
 import torch
-from tests.helpers import REPO_ROOT, run_python
+from tests.helpers import REPO_ROOT, record_generate, run_python, texts
 from transformers import (
     M2M100Config,
     M2M100ForConditionalGeneration,
@@ -50,24 +50,6 @@ T5_TASKS = {
                              "prefix": "translate English to German: "},
     "translation_en_to_ro": {"max_length": 7, "num_beams": 3, "prefix": "translate English to Romanian: "},
 }
-
-
-def record_generate(model, monkeypatch) -> list[dict]:
-    """Each model.generate call: its keyword arguments, input ids and output ids."""
-    calls, original = [], model.generate
-
-    def generate(*args, **kwargs):
-        output = original(*args, **kwargs)
-        calls.append({"kwargs": kwargs, "input_ids": kwargs["input_ids"], "output": output})
-        return output
-
-    monkeypatch.setattr(model, "generate", generate)
-    return calls
-
-
-def texts(outputs) -> list[str]:
-    assert all(isinstance(output, dict) and set(output) == {"translation_text"} for output in outputs), outputs
-    return [output["translation_text"] for output in outputs]
 
 
 # The models and tokenizers
