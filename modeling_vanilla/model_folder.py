@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import torch
 MODEL_TYPE = "vanilla_transformer"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
-logger = logging.getLogger(__name__)
 
 
 def check_model_folder(model_name_or_path: str | Path, need_tokenizer: bool = True) -> str | Path:
@@ -47,28 +45,6 @@ def check_vanilla(model) -> None:
         raise ValueError(f"expected a {MODEL_TYPE} model (modeling_vanilla), got model_type={model_type!r}.")
 
 
-def check_tokenizer_matches(model, tokenizer, source) -> None:
-    """Raise a ValueError when this package's model and its tokenizer disagree on the vocabulary size.
-
-    A tokenizer smaller than `config.vocab_size` never produces the missing ids and the model, trained to emit them,
-    translates into empty strings; a larger one produces ids the model has no embedding for. Other models only get
-    a warning: many (T5, some Marian) pad their vocabulary beyond the tokenizer on purpose.
-    """
-    vocab_size = getattr(model.config, "vocab_size", None)
-    if vocab_size is None or len(tokenizer) == vocab_size:
-        return
-    message = (f"the tokenizer of {source} has {len(tokenizer)} tokens but the model's config.vocab_size is "
-               f"{vocab_size}")
-    if getattr(model.config, "model_type", None) != MODEL_TYPE:
-        logger.warning("%s: translations may be wrong if the tokenizer is not the model's own.", message)
-        return
-    raise ValueError(
-        f"{message}: they must be equal (a smaller tokenizer gives empty translations, a larger one ids the model "
-        "cannot embed). Load the model with the tokenizer saved with it: the one vanilla-train or "
-        "vanilla-train-tokenizer wrote for this model, saved into its folder with tokenizer.save_pretrained(folder)."
-    )
-
-
 def load_model_and_tokenizer(model_name_or_path: str | Path, dtype: torch.dtype | None = None,
                              vanilla_only: bool = False):
     """Check the folder, then load (model in eval mode, tokenizer). `dtype` casts the weights (default: as saved).
@@ -80,6 +56,8 @@ def load_model_and_tokenizer(model_name_or_path: str | Path, dtype: torch.dtype 
     import modeling_vanilla  # noqa: F401  registers the model with the Auto classes
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from .pipeline_translation import check_vocabulary_size
+
     source = check_model_folder(model_name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -90,5 +68,8 @@ def load_model_and_tokenizer(model_name_or_path: str | Path, dtype: torch.dtype 
         ) from error
     if vanilla_only:
         check_vanilla(model)
-    check_tokenizer_matches(model, tokenizer, model_name_or_path)
+    check_vocabulary_size(model, tokenizer, f"the tokenizer of {model_name_or_path}",
+                          "Load the model with the tokenizer saved with it: the one vanilla-train or "
+                          "vanilla-train-tokenizer wrote for this model, saved into its folder with "
+                          "tokenizer.save_pretrained(folder).")
     return model.eval(), tokenizer

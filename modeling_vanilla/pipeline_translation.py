@@ -75,6 +75,25 @@ def resolve_language_code(code: str, codes: list[str], argument: str) -> str:
                      f"{len(codes)}: {shown}.")
 
 
+def check_vocabulary_size(model, tokenizer, whose: str, advice: str) -> None:
+    """Refuse (ValueError) this package's model with a tokenizer of another size than `config.vocab_size`; warn
+    for other models, many of which (T5, some Marian) pad their vocabulary beyond the tokenizer on purpose.
+
+    A smaller tokenizer never produces the missing ids and the model, trained to emit them, translates into empty
+    strings; a larger one produces ids the model has no embedding for. `whose` names the tokenizer in the message
+    ("the tokenizer of runs/x"), `advice` ends it. Also used by `model_folder.load_model_and_tokenizer`.
+    """
+    vocab_size = getattr(model.config, "vocab_size", None)
+    if vocab_size is None or len(tokenizer) == vocab_size:
+        return
+    message = f"{whose} has {len(tokenizer)} tokens but the model's config.vocab_size is {vocab_size}"
+    if getattr(model.config, "model_type", None) != MODEL_TYPE:
+        logger.warning("%s: translations may be wrong if the tokenizer is not the model's own.", message)
+        return
+    raise ValueError(f"{message}: they must be equal (a smaller tokenizer gives empty translations, a larger one ids "
+                     f"the model cannot embed). {advice}")
+
+
 class TranslationPipeline(Pipeline):
     """Translate text with an encoder-decoder model: tokenize, `generate()`, detokenize.
 
@@ -127,7 +146,8 @@ class TranslationPipeline(Pipeline):
                 f"TranslationPipeline needs an encoder-decoder model (AutoModelForSeq2SeqLM); "
                 f"{type(self.model).__name__} is not one."
             )
-        self._check_vocabulary_size()
+        check_vocabulary_size(self.model, self.tokenizer, "TranslationPipeline: the tokenizer",
+                              "Use the tokenizer saved with this model (in its folder or Hub repo).")
         self._language_codes = language_codes(self.tokenizer)  # None: plain text in (Marian, T5, this package's)
         self._set_task_languages()
         if self._language_codes is not None:  # by default, the source language the tokenizer was built or saved with
@@ -135,21 +155,6 @@ class TranslationPipeline(Pipeline):
         # The encoder numbers positions from the first token: padding must come after the tokens, or a padded input
         # would be encoded at other positions than the same input alone.
         self.tokenizer.padding_side = "right"
-
-    def _check_vocabulary_size(self):
-        vocab_size = getattr(self.model.config, "vocab_size", None)
-        if vocab_size is None or len(self.tokenizer) == vocab_size:
-            return
-        message = (f"the tokenizer has {len(self.tokenizer)} tokens but the model's config.vocab_size is "
-                   f"{vocab_size}")
-        if getattr(self.model.config, "model_type", None) != MODEL_TYPE:
-            logger.warning("TranslationPipeline: %s; translations may be wrong if it is not the model's own.", message)
-            return
-        raise ValueError(
-            f"TranslationPipeline: {message}: they must be equal (a smaller tokenizer gives empty translations, a "
-            "larger one ids the model cannot embed). Use the tokenizer saved with this model (in its folder or Hub "
-            "repo)."
-        )
 
     def _set_task_languages(self):
         """The task name `translation_XX_to_YY`: its pair becomes the default src_lang and tgt_lang."""
