@@ -141,6 +141,11 @@ def data_source_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
+def checkpointing(args: argparse.Namespace) -> bool:
+    """Whether the run writes checkpoints (--save-every or --save-every-minutes; on by default)."""
+    return bool(args.save_every or args.save_every_minutes)
+
+
 def check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse bad combinations now, before any data is read or model built."""
     check_data_arguments(parser, args)
@@ -154,7 +159,7 @@ def check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("--overwrite and --resume contradict each other")
     if args.average_last and args.average_last > args.keep_checkpoints:
         parser.error(f"--average-last {args.average_last} needs --keep-checkpoints >= {args.average_last}")
-    if args.average_last and not (args.save_every or args.save_every_minutes):
+    if args.average_last and not checkpointing(args):
         parser.error("--average-last needs checkpoints: set --save-every or --save-every-minutes")
     try:
         args.config_overrides = parse_overrides(args.override)

@@ -32,7 +32,7 @@ from .checkpoints import CheckpointManager, TrainState, average_checkpoints, loa
 from .evaluation import batch_loss, bleu_on_split, load_batch, validation_loss
 from .hardware import default_precision, gpu_available
 from .optimization import build_optimizer, build_scheduler
-from .options import RUN_CONFIG, data_fingerprint, data_source_options
+from .options import RUN_CONFIG, checkpointing, data_fingerprint, data_source_options
 
 METRICS = "metrics.jsonl"
 
@@ -64,9 +64,6 @@ class Run:
         """Move this process's elapsed time into the state (saved with checkpoints)."""
         self.state.elapsed_seconds += time.time() - self.started
         self.started = time.time()
-
-    def checkpointing(self) -> bool:
-        return bool(self.args.save_every or self.args.save_every_minutes)
 
     def should_stop(self) -> bool:
         a, s = self.args, self.state
@@ -152,7 +149,7 @@ def check_sharding(accelerator, args: argparse.Namespace) -> None:
     """Checkpoints hold one full optimizer state (checkpoints.py); FSDP and DeepSpeed shard it. Say so now, not at the
     first checkpoint ten minutes into the run."""
     sharded = str(accelerator.distributed_type).rsplit(".", 1)[-1] in ("FSDP", "DEEPSPEED", "MEGATRON_LM")
-    if sharded and (args.save_every or args.save_every_minutes):
+    if sharded and checkpointing(args):
         raise SystemExit(f"vanilla-train: error: checkpoints store one full optimizer state, which "
                          f"{accelerator.distributed_type} shards. Train with DDP (accelerate launch --multi_gpu), or "
                          "turn checkpoints off with --save-every 0 --save-every-minutes 0.")
@@ -357,7 +354,7 @@ def signal_received(run: Run) -> bool:
 def stop_after_signal(run: Run) -> None:
     """Checkpoint (when checkpoints are on) and exit with 128 + the signal's number, as a killed process would."""
     name = signal.Signals(run.stop_signal).name
-    if run.checkpointing():
+    if checkpointing(run.args):
         folder = save_checkpoint(run)
         run.print(f"{name}: checkpoint {folder} written at step {run.state.step}. Continue with the same command "
                   "and --resume.")
@@ -447,7 +444,7 @@ def log_validate_and_save(run: Run, corpus: Corpus, model, update: dict, window:
         run.metrics.write(result)
         run.print(json.dumps(result))
         warn_if_diverging(run, result, best)
-        if result["valid_nll"] < best and run.checkpointing():
+        if result["valid_nll"] < best and checkpointing(run.args):
             save_checkpoint(run, best=True)  # also kept as checkpoints/best, beside the last K
             return
     time_to_save = args.save_every_minutes and time.time() - run.last_save >= 60 * args.save_every_minutes
@@ -480,7 +477,7 @@ def finish(run: Run, corpus: Corpus, model) -> dict:
     """The trained model goes to disk before anything that can fail: the last step's weights (and a checkpoint),
     then the average of the last checkpoints (section 6.1) in their place, then the scores, the card, the summary."""
     args, accelerator, state = run.args, run.accelerator, run.state
-    if run.checkpointing():
+    if checkpointing(run.args):
         complete = run.checkpoints.complete()
         if not complete or complete[-1] != run.checkpoints.path(state.step):
             save_checkpoint(run)
