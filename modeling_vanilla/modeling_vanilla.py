@@ -55,8 +55,21 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
 
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str) -> None:
-    """Raise a clear error for ids outside the vocabulary, instead of torch's index error in the embedding."""
-    if input_ids.numel() == 0:
+    """Raise a clear error for ids outside the vocabulary, instead of torch's index error in the embedding.
+
+    The check must not stall an accelerator: on the CPU it reads the minimum and maximum back (nothing waits for
+    them there); on a GPU it is an asynchronous device assertion, which fails the next synchronizing call with the
+    same message; inside `torch.compile` it is left out (the training data pipeline checks every batch instead,
+    `data.TranslationCollator(vocab_size=...)`).
+    """
+    if input_ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    if input_ids.device.type != "cpu":
+        torch._assert_async(
+            ((input_ids >= 0) & (input_ids < vocab_size)).all(),
+            f"{name} contains a token id outside the model's vocabulary 0..{vocab_size - 1} (config.vocab_size="
+            f"{vocab_size}). Use the tokenizer that was trained with this model.",
+        )
         return
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= vocab_size:
@@ -292,6 +305,76 @@ def pre_softmax_projection(config: VanillaTransformerConfig) -> nn.Linear:
     return nn.Linear(config.d_model, config.vocab_size, bias=False)
 
 
+# The loss: label-smoothed cross-entropy (section 5.4) of the pre-softmax projection, without the (N, V) logits.
+#
+# The plain path projects N target positions onto V words, keeps the (N, V) logits, their float32 copy and its
+# gradient: at V = 37000 and 25k tokens that is several GB. `projected_cross_entropy` computes the same loss and
+# gradients a block of rows at a time and never holds more than (rows, V): forward and backward of each block
+# are done together (the softmax is its own gradient's main term), so the logits are never kept for later.
+
+
+class _ProjectedCrossEntropy(torch.autograd.Function):
+    """sum over rows n with labels[n] != -100 of the label-smoothed cross-entropy of softmax(hidden[n] W^T)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, label_smoothing, dtype, rows, with_grad):
+        compute_w = weight.to(dtype)  # (V, d): once, not once per block as autocast would
+        compute_h = hidden.to(dtype)  # (N, d)
+        vocab = weight.shape[0]
+        loss = hidden.new_zeros((), dtype=torch.float32)
+        grad_hidden = torch.empty_like(hidden, dtype=torch.float32) if with_grad else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if with_grad else None
+        for start in range(0, hidden.shape[0], rows):
+            block_h, block_y = compute_h[start : start + rows], labels[start : start + rows]
+            keep = block_y != -100
+            target = block_y.clamp_min(0)[:, None]
+            logits = (block_h @ compute_w.T).float()  # (rows, V)
+            log_z = logits.logsumexp(-1)  # (rows,)
+            # -log p(target) and the smoothing term -(1/V) sum_j log p(j), as F.cross_entropy(label_smoothing=)
+            nll = log_z - logits.gather(1, target).squeeze(1)
+            uniform = log_z - logits.mean(-1)
+            loss += torch.where(keep, (1 - label_smoothing) * nll + label_smoothing * uniform, 0).sum()
+            if with_grad:  # d loss / d logits = softmax - smoothed one-hot target, zero on ignored rows
+                grad = logits.sub_(log_z[:, None]).exp_().sub_(label_smoothing / vocab)
+                grad.scatter_add_(1, target, grad.new_full(target.shape, label_smoothing - 1))
+                grad = grad.mul_(keep[:, None]).to(dtype)
+                grad_hidden[start : start + rows] = grad @ compute_w
+                grad_weight += (grad.T @ block_h).float()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.input_dtypes = (hidden.dtype, weight.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        hidden_dtype, weight_dtype = ctx.input_dtypes
+        return ((grad_hidden * grad_loss).to(hidden_dtype), (grad_weight * grad_loss).to(weight_dtype),
+                None, None, None, None, None)
+
+
+def projected_cross_entropy(
+    hidden_states: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
+    block_elements: int = 1 << 23,
+) -> torch.Tensor:
+    """Summed label-smoothed cross-entropy of `hidden_states @ weight.T`, for labels != -100, without the logits.
+
+    hidden_states (..., d_model), weight (V, d_model) (the pre-softmax projection), labels (...) with -100 where
+    ignored. Equal to `F.cross_entropy(hidden_states @ weight.T, labels, reduction="sum", ignore_index=-100,
+    label_smoothing=...)`, in loss and gradients, while holding at most `block_elements` logits at a time. Under
+    autocast the products run in the autocast dtype and the softmax in float32, as the plain path does.
+    """
+    hidden_states, labels = hidden_states.reshape(-1, hidden_states.shape[-1]), labels.reshape(-1)
+    device = hidden_states.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden_states.dtype
+    if device == "cpu":  # ignored rows need no projection; selecting them reads nothing back from a GPU here
+        kept = (labels != -100).nonzero().squeeze(1)
+        hidden_states, labels = hidden_states[kept], labels[kept]
+    rows = max(64, block_elements // weight.shape[0])
+    with_grad = torch.is_grad_enabled() and (hidden_states.requires_grad or weight.requires_grad)
+    with torch.autocast(device, enabled=False):
+        return _ProjectedCrossEntropy.apply(hidden_states, weight, labels, label_smoothing, dtype, rows, with_grad)
+
+
 # The weight sharing, as transformers declares it (`_tied_weights_keys`, target -> source): it ties the weights again
 # after loading and after `resize_token_embeddings`, and saves the shared matrix once.
 TIED_DECODER_EMBEDDING = {"decoder.embed_tokens.weight": "encoder.embed_tokens.weight"}  # in VanillaTransformerModel
@@ -327,18 +410,34 @@ class SinusoidalPositionalEncoding(nn.Module):
             return self.table[position_ids]
         return self.encode(position_ids, self.d_model).to(self.table.dtype)
 
+    def span(self, start: int, length: int) -> torch.Tensor:
+        """The encodings of positions start .. start + length - 1, (length, d_model): what the stacks use. The
+        bounds are Python numbers, so nothing is read back from the device (and `torch.compile` sees no break)."""
+        if start + length <= self.table.shape[0]:
+            return self.table[start : start + length]
+        positions = torch.arange(start, start + length, device=self.table.device)
+        return self.encode(positions, self.d_model).to(self.table.dtype)
+
 
 class LearnedPositionalEmbedding(nn.Embedding):
     """Learned positional embeddings, Table 3 row (E): "nearly identical results" to the sinusoids."""
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
-        if int(position_ids.max()) >= self.num_embeddings:
+        self._check_length(int(position_ids.max()) + 1)
+        return super().forward(position_ids)
+
+    def span(self, start: int, length: int) -> torch.Tensor:
+        """Embeddings of positions start .. start + length - 1, (length, d_model), with no read-back."""
+        self._check_length(start + length)
+        return self.weight[start : start + length]
+
+    def _check_length(self, positions: int) -> None:
+        if positions > self.num_embeddings:
             raise ValueError(
-                f"Sequence of {int(position_ids.max()) + 1} positions is longer than the learned position table "
+                f"Sequence of {positions} positions is longer than the learned position table "
                 f"(config.max_position_embeddings={self.num_embeddings}). Truncate the input, or use "
                 f'positional_encoding="sinusoidal", which has no length limit.'
             )
-        return super().forward(position_ids)
 
 
 # Section 3.1: encoder and decoder layers
@@ -482,8 +581,8 @@ class VanillaStack(nn.Module):
         if inputs_embeds is None:
             check_token_ids(input_ids, self.embed_tokens.num_embeddings, name)
             inputs_embeds = self.embed_tokens(input_ids)  # (B, L, d_model)
-        positions = torch.arange(past_length, past_length + inputs_embeds.shape[1], device=inputs_embeds.device)
-        hidden_states = inputs_embeds * self.embed_scale + self.embed_positions(positions).to(inputs_embeds.dtype)
+        positions = self.embed_positions.span(past_length, inputs_embeds.shape[1])  # (L, d_model)
+        hidden_states = inputs_embeds * self.embed_scale + positions.to(inputs_embeds.dtype)
         return nn.functional.dropout(hidden_states, p=self.config.dropout, training=self.training)
 
     def _resolve(self, output_attentions, output_hidden_states, return_dict):
@@ -859,8 +958,8 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         labels and no decoder inputs, the decoder inputs are the labels shifted right. Returns logits (B, T, V)
         and, with labels, the mean cross-entropy over non-ignored positions; with `num_items_in_batch` (passed by
         Trainer), their summed cross-entropy divided by it instead. `label_smoothing` (section 5.4: 0.1 in training)
-        smooths the target uniformly over the vocabulary. `output_logits=False` skips the (B, T, V) logits and
-        projects only the non-ignored target positions, which is all the loss needs (faster training)."""
+        smooths the target uniformly over the vocabulary. `output_logits=False` returns no logits and computes the
+        loss with `projected_cross_entropy`, which never holds the (B, T, V) logits (training's path)."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
         if labels is not None:
             use_cache = False  # teacher forcing sees the whole target at once
@@ -889,14 +988,16 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         loss = None
         if labels is not None:
             labels = labels.to(hidden_states.device)
-            keep = labels != -100  # (B, T)
-            # Only real target positions enter the loss; padding need not go through the V-way projection.
-            kept_logits = logits[keep] if output_logits else self.lm_head(hidden_states[keep])  # (N, V)
-            loss = nn.functional.cross_entropy(
-                kept_logits.float(), labels[keep], reduction="sum", label_smoothing=label_smoothing
-            )
+            if output_logits or torch.compiler.is_compiling():
+                # torch.compile fuses this plain path itself (the blocked one is a Python loop over rows).
+                full = self.lm_head(hidden_states) if logits is None else logits  # (B, T, V)
+                loss = nn.functional.cross_entropy(
+                    full.float().flatten(0, -2), labels.flatten(), reduction="sum", label_smoothing=label_smoothing
+                )  # ignores the -100 positions
+            else:  # only the loss is wanted: no (B, T, V) logits are ever held
+                loss = projected_cross_entropy(hidden_states, self.lm_head.weight, labels, label_smoothing)
             # The mean over this batch's targets, or Trainer's share of the mean over the whole accumulated batch.
-            loss = loss / (keep.sum() if num_items_in_batch is None else num_items_in_batch)
+            loss = loss / ((labels != -100).sum() if num_items_in_batch is None else num_items_in_batch)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
