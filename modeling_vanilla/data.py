@@ -395,16 +395,37 @@ class TokenBatchSampler:
 
     def epoch_batches(self) -> list[list[int]]:
         """All batches of the current epoch, for all replicas, in the order they are dealt out."""
+        return [batch.tolist() for batch in self._dealt()[0]]
+
+    def _dealt(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """The current epoch's batches (all replicas, dealing order) and each one's target tokens; vectorized, and
+        computed once per epoch."""
+        if getattr(self, "_dealt_epoch", None) == self.epoch:
+            return self._dealt_cache
         if self.shuffle:
             rng = np.random.default_rng([self.seed, self.epoch])
             ties = rng.permutation(len(self.source_lengths))
             order = np.lexsort((ties, self.target_lengths, self.source_lengths))
-            batches = np.split(order, self._cuts)
-            return [batches[i].tolist() for i in rng.permutation(len(batches))]
-        return [batch.tolist() for batch in np.split(self._sorted, self._cuts)]
+        else:
+            order = self._sorted
+        batches = np.split(order, self._cuts)
+        tokens = np.add.reduceat(self.target_lengths[order], np.concatenate(([0], self._cuts)))
+        if self.shuffle:
+            deal = rng.permutation(len(batches))
+            batches, tokens = [batches[i] for i in deal], tokens[deal]
+        self._dealt_epoch, self._dealt_cache = self.epoch, (batches, tokens)
+        return batches, tokens
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.epoch_batches()[self.rank :: self.num_replicas]
+        # Only this replica's batches become Python lists, one at a time as they are drawn.
+        for batch in self._dealt()[0][self.rank :: self.num_replicas]:
+            yield batch.tolist()
+
+    def update_tokens(self, first: int, count: int) -> int:
+        """Target tokens of an update made of this replica's batches first .. first + count - 1 and the other
+        replicas' batches of the same positions: every replica computes it alone, with no communication."""
+        tokens = self._dealt()[1]
+        return int(tokens[first * self.num_replicas : (first + count) * self.num_replicas].sum())
 
     def __len__(self) -> int:
         """Batches per epoch for this replica; the same on every replica and in every epoch."""
@@ -439,11 +460,16 @@ class TranslationCollator:
     """
 
     def __init__(
-        self, pad_token_id: int = PAD_ID, label_pad_token_id: int = -100, pad_to_multiple_of: int | None = None
+        self,
+        pad_token_id: int = PAD_ID,
+        label_pad_token_id: int = -100,
+        pad_to_multiple_of: int | None = None,
+        vocab_size: int | None = None,
     ):
         self.pad_token_id = pad_token_id
         self.label_pad_token_id = label_pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.vocab_size = vocab_size  # when given, every batch's ids are checked here, where it costs nothing
 
     def _padded_length(self, rows: list[list[int]]) -> int:
         length = max(len(row) for row in rows)
@@ -472,4 +498,15 @@ class TranslationCollator:
             input_ids[row, : len(source)] = torch.tensor(source, dtype=torch.long)
             attention_mask[row, : len(source)] = 1
             labels[row, : len(target)] = torch.tensor(target, dtype=torch.long)
+        if self.vocab_size is not None:
+            self._check_ids(input_ids, "input_ids")
+            self._check_ids(labels.masked_fill(labels == self.label_pad_token_id, 0), "labels")
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def _check_ids(self, ids, field: str) -> None:
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= self.vocab_size:
+            raise TranslationDataError(
+                f"field {field!r} holds token id {low if low < 0 else high}, outside the model's vocabulary "
+                f"0..{self.vocab_size - 1}: the data was tokenized with another tokenizer than the model's."
+            )

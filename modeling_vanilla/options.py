@@ -71,7 +71,19 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                        help="default: bf16 where supported (CPU with AMX/AVX512-BF16, recent GPUs), else fp32")
     train.add_argument("--seed", type=non_negative_int, default=1)
     train.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is available")
-    train.add_argument("--max-bad-updates", type=positive_int, default=5, help="stop after this many non-finite losses in a row")
+    train.add_argument("--max-bad-updates", type=positive_int, default=5,
+                       help="stop after this many non-finite losses in a row (seen when metrics are read back, every "
+                            "--log-every updates)")
+    speed = parser.add_argument_group("speed (none of these changes what is computed)")
+    speed.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the training forward and loss (default: on a CUDA GPU, off on the CPU, "
+                            "where it measured no faster: docs/benchmarks.md)")
+    speed.add_argument("--pad-to-multiple-of", type=positive_int, default=None,
+                       help="pad batch lengths up to a multiple of N, so that compiled token batches come in fewer "
+                            "shapes (default: 8 with --compile, else none)")
+    speed.add_argument("--num-workers", type=non_negative_int, default=None,
+                       help="DataLoader processes that collate batches ahead of the step (default: 2 on a GPU, 0 on "
+                            "the CPU, whose cores are all busy with the step)")
     stop = parser.add_argument_group("stopping")
     stop.add_argument("--max-steps", type=positive_int, default=None)
     stop.add_argument("--max-epochs", type=positive_int, default=None)

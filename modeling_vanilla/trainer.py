@@ -14,6 +14,7 @@ paper's WMT14 base model, and its "Reliability" section says what survives a cra
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -31,7 +32,7 @@ import torch
 from .checkpoints import CheckpointManager, TrainState, average_checkpoints, load_averaged_weights
 from .evaluation import batch_loss, bleu_on_split, load_batch, validation_loss
 from .hardware import default_precision, gpu_available
-from .optimization import build_optimizer, build_scheduler
+from .optimization import build_optimizer, build_scheduler, skips_on_device
 from .options import RUN_CONFIG, checkpointing, data_fingerprint, data_source_options
 
 METRICS = "metrics.jsonl"
@@ -49,7 +50,8 @@ class Run:
     metrics: MetricsLog | None = None
     started: float = field(default_factory=time.time)  # when the clock of this process last started
     last_save: float = field(default_factory=time.time)
-    consecutive_bad: int = 0  # updates skipped in a row by the NaN guard
+    stats: UpdateStats | None = None  # loss and skipped updates since the last read-back, on the device
+    compiled: Any = None  # torch.compile of the model, for the training forward (--compile)
     stop_signal: int | None = None  # SIGTERM/SIGINT received: checkpoint and exit after the current update
     training_objects: dict = field(default_factory=dict)  # model, optimizer, scheduler: what a checkpoint holds
 
@@ -127,6 +129,10 @@ def start_run(args: argparse.Namespace) -> Run:
         project_dir=str(out),
     )
     check_sharding(accelerator, args)
+    if args.compile is None:  # measured: a gain on a GPU, none on a CPU (docs/benchmarks.md)
+        args.compile = accelerator.device.type == "cuda"
+    if args.compile and args.pad_to_multiple_of is None:
+        args.pad_to_multiple_of = 8  # fewer distinct batch shapes, so fewer compiled graphs
     if args.resume:
         check_resume_processes(out, accelerator.num_processes)
     if args.overwrite and accelerator.is_main_process and out.exists():
@@ -142,7 +148,8 @@ def start_run(args: argparse.Namespace) -> Run:
         # Tiny gradients and Adam moments become subnormal floats as the loss falls; x86 CPUs handle those up to
         # ~100x slower. Flushing them to zero changes nothing measurable in training and keeps steps fast.
         torch.set_flush_denormal(True)
-    return Run(args=args, accelerator=accelerator, out=out, metrics=MetricsLog(out / METRICS, accelerator))
+    return Run(args=args, accelerator=accelerator, out=out, metrics=MetricsLog(out / METRICS, accelerator),
+               stats=UpdateStats(accelerator.device))
 
 
 def check_sharding(accelerator, args: argparse.Namespace) -> None:
@@ -180,7 +187,9 @@ def prepare_corpus(run: Run) -> Corpus:
                                              num_replicas=accelerator.num_processes, rank=accelerator.process_index)
     run.print(f"{len(splits['train'])} training pairs, {len(sampler)} batches per epoch and process, padding "
               f"efficiency {sampler.padding_efficiency():.3f}")
-    return Corpus(raw, tokenizer, splits, sampler, TranslationCollator(pad_token_id=tokenizer.pad_token_id))
+    collator = TranslationCollator(pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
+                                   pad_to_multiple_of=args.pad_to_multiple_of)
+    return Corpus(raw, tokenizer, splits, sampler, collator)
 
 
 def get_tokenizer(run: Run, raw):
@@ -230,6 +239,8 @@ def build_model_and_optimizer(run: Run, corpus: Corpus):
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     run.checkpoints = CheckpointManager(run.out / "checkpoints", keep=args.keep_checkpoints, log=run.print)
     run.training_objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    if args.compile:
+        run.compiled = torch.compile(model)  # the training forward only; evaluation and generation stay eager
     if args.resume:
         resume(run)
     if args.report_to != "none":
@@ -275,6 +286,7 @@ def forget_metrics_after(path: Path, step: int) -> None:
 
 
 def save_checkpoint(run: Run, best: bool = False) -> Path:
+    read_back(run)  # the state saved counts every update so far
     run.bank_time()
     folder = run.checkpoints.save(run.accelerator, run.state.step, state=run.state, best=best, **run.training_objects)
     run.last_save = time.time()
@@ -300,27 +312,57 @@ def train(run: Run, corpus: Corpus, model, optimizer, scheduler) -> None:
 
 
 def train_epochs(run: Run, corpus: Corpus, model, optimizer, scheduler, progress, window: dict) -> None:
-    """Epochs until a stopping rule holds or a stop signal arrives."""
+    """Epochs until a stopping rule holds or a stop signal arrives. Batches are collated ahead of the step by the
+    DataLoader (`batch_loader`), and copied to the device without waiting."""
     args, state = run.args, run.state
+    loader, epoch_batches = batch_loader(run, corpus)
+    device = run.accelerator.device
     while not run.should_stop():
         corpus.sampler.set_epoch(state.epoch)
-        batches = list(corpus.sampler)
-        while state.batch_in_epoch < len(batches) and not run.should_stop():
-            group = batches[state.batch_in_epoch : state.batch_in_epoch + args.update_freq]
-            micro = [load_batch(corpus.splits["train"], ix, corpus.collator, run.accelerator.device) for ix in group]
-            state.batch_in_epoch += len(group)
-            update = train_step(run, model, optimizer, scheduler, micro)
-            if update is None:
-                continue
+        epoch_batches.start = state.batch_in_epoch  # a resumed run collates nothing it skips
+        batches = iter(loader)
+        while state.batch_in_epoch < len(corpus.sampler) and not run.should_stop():
+            count = min(args.update_freq, len(corpus.sampler) - state.batch_in_epoch)
+            micro = [{k: v.to(device, non_blocking=True) for k, v in next(batches).items()} for _ in range(count)]
+            tokens = corpus.sampler.update_tokens(state.batch_in_epoch, count)
+            state.batch_in_epoch += count
+            train_step(run, model, optimizer, scheduler, micro, tokens)
             progress.update(1)
-            window["tokens"] += update["tokens"]
-            log_validate_and_save(run, corpus, model, update, window, progress)
+            window["tokens"] += tokens
+            log_validate_and_save(run, corpus, model, window, progress)
             _test_signal_hook(state.step)
             if signal_received(run):
                 stop_after_signal(run)
-        if state.batch_in_epoch >= len(batches):  # the epoch is done (not merely interrupted by a limit)
+        if state.batch_in_epoch >= len(corpus.sampler):  # the epoch is done (not merely interrupted by a limit)
             state.epoch += 1
             state.batch_in_epoch = 0
+
+
+class EpochBatches:
+    """The DataLoader's batch sampler: this process's batches of the sampler's current epoch, from `start` on."""
+
+    def __init__(self, sampler):
+        self.sampler, self.start = sampler, 0
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.start, None)
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.start
+
+
+def batch_loader(run: Run, corpus: Corpus):
+    """A DataLoader that collates the training batches in `--num-workers` processes while the step runs, into
+    pinned memory on a GPU. Its workers live for the whole run; each epoch draws its batches anew."""
+    from torch.utils.data import DataLoader
+
+    args, device = run.args, run.accelerator.device
+    workers = args.num_workers if args.num_workers is not None else (2 if device.type == "cuda" else 0)
+    epoch_batches = EpochBatches(corpus.sampler)
+    loader = DataLoader(corpus.splits["train"], batch_sampler=epoch_batches, collate_fn=corpus.collator,
+                        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                        prefetch_factor=4 if workers else None)
+    return loader, epoch_batches
 
 
 @contextmanager
@@ -343,9 +385,15 @@ def stop_on_signals(run: Run):
             signal.signal(sig, old)
 
 
+# With several processes, a stop signal is agreed on every this many updates (a collective the device waits for).
+SIGNAL_CHECK_EVERY = 10
+
+
 def signal_received(run: Run) -> bool:
     """Whether any process got a stop signal (all processes stop at the same update)."""
     if run.accelerator.num_processes > 1:
+        if run.state.step % SIGNAL_CHECK_EVERY:
+            return False
         flag = torch.tensor(run.stop_signal or 0, device=run.accelerator.device)
         run.stop_signal = int(run.accelerator.reduce(flag, "max")) or None
     return run.stop_signal is not None
@@ -373,64 +421,109 @@ def _test_signal_hook(step: int) -> None:
         os.kill(os.getpid(), int(spec.split(":")[0]))
 
 
-def train_step(run: Run, model, optimizer, scheduler, micro: list[dict]) -> dict | None:
-    """One update from the batches `micro`: the gradient of the mean label-smoothed loss over all of their target
-    tokens (on every process), then clipping and Adam. Returns {"loss", "lr", "tokens"}, or None when the NaN guard
-    skipped the update."""
+def train_step(run: Run, model, optimizer, scheduler, micro: list[dict], tokens: int) -> None:
+    """One update from the batches `micro`: the gradient of the mean label-smoothed loss over the update's `tokens`
+    target tokens (on every process), then clipping and Adam.
+
+    Nothing here waits for the device: the loss stays there (`run.stats`), and a non-finite loss skips the update
+    on the device, the way GradScaler does (fused Adam's `found_inf`: no parameter or moment changes). The numbers
+    are read back every --log-every updates (`read_back`)."""
     accelerator, args, world = run.accelerator, run.args, run.accelerator.num_processes
-    local_tokens = sum(int((b["labels"] != -100).sum()) for b in micro)
-    tokens = int(accelerator.reduce(torch.tensor(local_tokens, device=accelerator.device), "sum"))
     loss_sum = torch.zeros((), device=accelerator.device)
+    forward = run.compiled or model
     for i, batch in enumerate(micro):
         # Each batch's summed loss is divided by the update's target tokens over all processes, times the number of
         # processes because DDP averages their gradients: the update is the gradient of the mean loss over all of
         # its tokens, however they are split into batches and processes.
         sync = accelerator.no_sync(model) if i < len(micro) - 1 else nullcontext()
         with sync, accelerator.autocast():
-            loss = batch_loss(model, batch, args.label_smoothing, normalizer=tokens / world)
+            loss = batch_loss(forward, batch, args.label_smoothing, normalizer=tokens / world)
         accelerator.backward(loss)
         loss_sum += loss.detach().float()
-    step_loss = accelerator.reduce(loss_sum, "sum").item() / world
-    if not math.isfinite(step_loss):
-        skip_update(run, optimizer, step_loss)
-        return None
-    run.consecutive_bad = 0
+    step_loss = (accelerator.reduce(loss_sum, "sum") if world > 1 else loss_sum) / world
+    bad = ~torch.isfinite(step_loss)
     if args.clip_norm:
         accelerator.clip_grad_norm_(model.parameters(), args.clip_norm)
-    lr = scheduler.get_last_lr()[0]  # the rate of this update
-    optimizer.step()
+    run.stats.add(step_loss, bad, tokens, run.state.step + 1)
+    inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate's wrapper holds the torch optimizer
+    if skips_on_device(inner):
+        inner.found_inf = bad.float()
+        optimizer.step()
+        inner.__dict__.pop("found_inf", None)
+    elif not bool(bad):  # an optimizer without found_inf: the host must look (a wait for the device)
+        optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     run.state.step += 1
-    run.state.tokens_seen += tokens
-    return {"loss": step_loss, "lr": lr, "tokens": tokens}
 
 
-def skip_update(run: Run, optimizer, loss: float) -> None:
-    """The NaN/inf guard: drop this update's gradients; stop with advice after --max-bad-updates in a row."""
-    optimizer.zero_grad(set_to_none=True)
-    run.state.skipped_updates += 1
-    run.consecutive_bad += 1
-    step = run.state.step + 1
-    run.print(f"Step {step}: loss is {loss}; update skipped ({run.consecutive_bad} in a row).")
-    if run.consecutive_bad >= run.args.max_bad_updates:
+class UpdateStats:
+    """Sums over the updates since the last read-back, kept on the device: reading a number back makes the host
+    wait for the device, so it is done every --log-every updates (and before checkpoints), not every update."""
+
+    def __init__(self, device):
+        self.device = device
+        self.bad_run = torch.zeros((), device=device)  # non-finite updates in a row, now (carried across windows)
+        self.reset()
+
+    def reset(self) -> None:
+        zero = torch.zeros((), device=self.device)
+        self.loss, self.finite, self.skipped, self.worst_run = zero.clone(), zero.clone(), zero.clone(), zero.clone()
+        self.tokens, self.first_step, self.updates = 0, None, 0
+
+    def add(self, loss: torch.Tensor, bad: torch.Tensor, tokens: int, step: int) -> None:
+        self.loss += torch.where(bad, 0.0, loss)
+        self.finite += (~bad).float()
+        self.skipped += bad.float()
+        self.bad_run = torch.where(bad, self.bad_run + 1, 0.0)
+        self.worst_run = torch.maximum(self.worst_run, self.bad_run)
+        self.tokens += tokens
+        self.first_step = step if self.first_step is None else self.first_step
+        self.updates += 1
+
+    def read(self) -> dict:
+        loss, finite, skipped, worst_run, bad_run = torch.stack(
+            [self.loss, self.finite, self.skipped, self.worst_run, self.bad_run]).tolist()  # the one wait
+        result = {"loss": loss / finite if finite else None, "skipped": int(skipped), "worst_run": int(worst_run),
+                  "bad_run": int(bad_run), "tokens": self.tokens, "first_step": self.first_step}
+        self.reset()
+        return result
+
+
+def read_back(run: Run) -> dict | None:
+    """The updates since the last read-back: their mean loss and target tokens; reports skipped updates, and stops
+    with advice after --max-bad-updates non-finite losses in a row."""
+    if run.stats.updates == 0:
+        return None
+    numbers = run.stats.read()
+    state, step = run.state, run.state.step
+    run.state.tokens_seen += numbers["tokens"]
+    if numbers["skipped"]:
+        state.skipped_updates += numbers["skipped"]
+        run.print(f"Steps {numbers['first_step']}-{step}: {numbers['skipped']} update(s) skipped, their loss was not "
+                  f"finite ({numbers['bad_run']} in a row at step {step}).")
+    if numbers["worst_run"] >= run.args.max_bad_updates:
         raise RuntimeError(
-            f"The loss was not finite for {run.consecutive_bad} updates in a row (step {step}). "
+            f"The loss was not finite for {numbers['worst_run']} updates in a row (by step {step}). "
             "Lower --lr-scale, raise --warmup-steps, set --clip-norm, or train in fp32 (--precision fp32)."
         )
+    return numbers
 
 
-def log_validate_and_save(run: Run, corpus: Corpus, model, update: dict, window: dict, progress) -> None:
+def log_validate_and_save(run: Run, corpus: Corpus, model, window: dict, progress) -> None:
     """After an update: training metrics every --log-every, validation every --eval-every (BLEU every
     --bleu-every), a checkpoint every --save-every updates or --save-every-minutes."""
     args, state = run.args, run.state
     if state.step % args.log_every == 0 or state.step == 1:
+        numbers = read_back(run)
         now = time.time()
-        record = {"step": state.step, "epoch": state.epoch, "loss": round(update["loss"], 4), "lr": update["lr"],
+        record = {"step": state.step, "epoch": state.epoch, "lr": scheduler_rate(run),
                   "target_tokens_per_s": round(window["tokens"] / max(now - window["start"], 1e-9), 1),
-                  "minutes": round(run.minutes(), 2)}
-        progress.set_postfix(loss=f"{update['loss']:.3f}", lr=f"{update['lr']:.2e}",
-                             tok_s=f"{record['target_tokens_per_s']:.0f}")
+                  "minutes": round(run.minutes(), 2), "skipped_updates": numbers["skipped"]}
+        if numbers["loss"] is not None:  # the mean over the updates since the last line
+            record["loss"] = round(numbers["loss"], 4)
+            progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                                 tok_s=f"{record['target_tokens_per_s']:.0f}")
         run.metrics.write(record)
         window.update(tokens=0, start=now)
     if args.eval_every and state.step % args.eval_every == 0 and "validation" in corpus.splits:
@@ -450,6 +543,13 @@ def log_validate_and_save(run: Run, corpus: Corpus, model, update: dict, window:
     time_to_save = args.save_every_minutes and time.time() - run.last_save >= 60 * args.save_every_minutes
     if (args.save_every and state.step % args.save_every == 0) or time_to_save:
         save_checkpoint(run)
+
+
+def scheduler_rate(run: Run) -> float:
+    """The learning rate of the last update (Eq. 3 at its step), as the scheduler gave it."""
+    scheduler = run.training_objects["scheduler"]
+    scheduler = getattr(scheduler, "scheduler", scheduler)  # Accelerate's wrapper
+    return scheduler.base_lrs[0] * scheduler.lr_lambdas[0](run.state.step - 1)
 
 
 # A validation loss this far (in nats per token) above its best is a diverging run, not noise.
@@ -477,6 +577,7 @@ def finish(run: Run, corpus: Corpus, model) -> dict:
     """The trained model goes to disk before anything that can fail: the last step's weights (and a checkpoint),
     then the average of the last checkpoints (section 6.1) in their place, then the scores, the card, the summary."""
     args, accelerator, state = run.args, run.accelerator, run.state
+    read_back(run)
     if checkpointing(run.args):
         complete = run.checkpoints.complete()
         if not complete or complete[-1] != run.checkpoints.path(state.step):

@@ -137,6 +137,7 @@ def bad_numbers(tmp: Path) -> list[tuple[str, list[str], str, str]]:
         ("--learning-rate", "-0.0001"), ("--warmup-steps", "-1"), ("--weight-decay", "-0.1"),
         ("--label-smoothing", "1"), ("--label-smoothing", "-0.1"), ("--seed", "-1"), ("--eval-steps", "-1"),
         ("--num-beams", "0"), ("--logging-steps", "0"), ("--save-steps", "-1"), ("--save-total-limit", "0"),
+        ("--pad-to-multiple-of", "0"),
     ):
         cases.append(("finetune", finetune, flag, value))
     return cases

@@ -262,12 +262,18 @@ def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_p
 
     monkeypatch.setattr(trainer, "batch_loss", poisoned)
     out = tmp_path / "nan"
-    with pytest.raises(RuntimeError, match="not finite for 3 updates in a row \\(step 3\\).*--lr-scale"):
+    # The loss is read back every --log-every updates (here every update): the run stops at the read-back that sees
+    # the third non-finite loss in a row.
+    with pytest.raises(RuntimeError, match="not finite for 3 updates in a row \\(by step 5\\).*--lr-scale"):
         main(train_args(toy_data, out, "--max-steps", "8", "--precision", "fp32", "--eval-every", "0",
-                        "--max-bad-updates", "3"))
-    assert "Step 3: loss is nan; update skipped (2 in a row)" in capsys.readouterr().out
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2]  # the skipped updates logged nothing
+                        "--max-bad-updates", "3", "--log-every", "1"))
+    printed = capsys.readouterr().out
+    assert "Steps 3-3: 1 update(s) skipped, their loss was not finite (1 in a row at step 3)" in printed
+    assert "Steps 4-4: 1 update(s) skipped, their loss was not finite (2 in a row at step 4)" in printed
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert [r["skipped_updates"] for r in records] == [0, 0, 1, 1]
+    assert ["loss" in r for r in records] == [True, True, False, False]  # a skipped update has no loss to log
     assert len(weights_seen) == 5  # 2 good updates, then 3 skipped ones
     # A good update changes the weights (so the comparison below can fail) ...
     assert any(not torch.equal(weights_seen[0][n], weights_seen[1][n]) for n in weights_seen[0])
@@ -516,6 +522,8 @@ def test_a_run_started_with_a_tokenizer_keeps_it_in_its_folder_from_the_start(to
         ("--average-last", "-2", "a non-negative integer"),
         ("--num-proc", "0", "a positive integer"),
         ("--max-bad-updates", "0", "a positive integer"),
+        ("--pad-to-multiple-of", "0", "a positive integer"),
+        ("--num-workers", "-1", "a non-negative integer"),
     ],
 )
 def test_every_numeric_option_is_checked_before_any_work(toy_data, tmp_path, capsys, flag, value, words):
