@@ -1,10 +1,14 @@
 """`vanilla-benchmark`: benchmarks that print a table. Ratios between settings measured in the same run are what to
 compare: the machine is shared and noisy, absolute numbers are not. Every run starts with a line naming the machine
 (`modeling_vanilla.hardware.describe_machine`: the GPU, or the CPU's threads and bf16 units, AMX, AVX512-BF16 or
-none), and everything runs on the CPU.
+none). `--device cuda` measures a GPU with the same commands.
 
     # Ours against MarianMTModel configured to the same architecture, in one process (docs/benchmarks.md):
     vanilla-benchmark speed --shapes base small --json benchmark.json
+    vanilla-benchmark speed --shapes base --device cuda --batch-size 512 --length 64 --compile
+
+    # The real training loop (vanilla-train on token batches of a corpus) beside the isolated step of its model:
+    vanilla-benchmark loop --data ../shared/data/multi30k --preset small --steps 60
 
     # Peak training memory with and without activation (gradient) checkpointing, base shape:
     vanilla-benchmark checkpointing --preset base --batch-size 64 --length 32
@@ -17,10 +21,12 @@ none), and everything runs on the CPU.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import statistics
 import time
+from pathlib import Path
 
 from ..arguments import non_negative_int, positive_int
 
@@ -42,6 +48,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     sp.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs before the timed ones")
     sp.add_argument("--repeats", type=positive_int, default=5, help="timed runs (the median is shown)")
     sp.add_argument("--json", help="also write the results to this file")
+    sp.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    sp.add_argument("--batch-size", type=positive_int, help="training sentences (default: the shape's)")
+    sp.add_argument("--length", type=positive_int, help="tokens per side (default: the shape's)")
+    sp.add_argument("--compile", action="store_true", help="also time torch.compile of both training steps")
+    sp.add_argument("--skip-generation", action="store_true", help="training only")
+    loop = sub.add_parser("loop", help="vanilla-train's loop on a corpus, beside the isolated step of its model")
+    loop.add_argument("--data", required=True, help="a folder with train.{en,de} and val.{en,de} (e.g. Multi30k)")
+    loop.add_argument("--source-lang", default="en")
+    loop.add_argument("--target-lang", default="de")
+    loop.add_argument("--preset", default="small", choices=["tiny", "small", "base", "big"])
+    loop.add_argument("--max-tokens", type=positive_int, default=4096)
+    loop.add_argument("--vocab-size", type=positive_int, default=8000)
+    loop.add_argument("--steps", type=positive_int, default=60, help="updates; the first --log-every are warmup")
+    loop.add_argument("--log-every", type=positive_int, default=10)
+    loop.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    loop.add_argument("--repeats", type=positive_int, default=5, help="timed isolated steps")
+    loop.add_argument("--train-option", action="append", default=[], metavar="OPTION",
+                      help="an extra vanilla-train option, e.g. --train-option=--compile (repeatable)")
+    loop.add_argument("--tokenizer", help="a saved tokenizer folder (default: one is trained, as vanilla-train does)")
+    loop.add_argument("--json", help="also write the results to this file")
     ckpt = sub.add_parser("checkpointing", help="peak training memory with and without activation checkpointing")
     ckpt.add_argument("--preset", default="base", choices=["tiny", "small", "base", "big"])
     ckpt.add_argument("--batch-size", type=positive_int, default=64)
@@ -52,25 +78,33 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    machine = machine_line()
+    machine = machine_line(getattr(args, "device", "cpu"))
     print(f"vanilla-benchmark {args.benchmark} on {machine}")
-    results = {"checkpointing": checkpointing, "speed": speed}[args.benchmark](args)
+    results = {"checkpointing": checkpointing, "speed": speed, "loop": loop}[args.benchmark](args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "machine": machine, "results": results}, f, indent=2)
     return 0
 
 
-def machine_line() -> str:
-    """`describe_machine()`; on a GPU machine, also the CPU's threads and bf16 units, since these numbers are CPU's."""
+def machine_line(device: str = "cpu") -> str:
+    """`describe_machine()`; where a GPU is present, which device the numbers are of, and the CPU's bf16 units."""
     import torch
 
     from ..hardware import cpu_bf16_units, describe_machine
 
     line = describe_machine()
-    if torch.cuda.is_available():  # describe_machine names the GPU, which nothing here uses
-        line += f"; measured on the CPU: {torch.get_num_threads()} threads, bf16 units: {cpu_bf16_units()}"
+    if torch.cuda.is_available():  # describe_machine names the GPU
+        line += f"; measured on {device}; CPU: {torch.get_num_threads()} threads, bf16 units: {cpu_bf16_units()}"
     return line
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device, so that a timer measures the work and not its launch."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def ratio(value: float, peer: float) -> float:
@@ -138,24 +172,33 @@ def run_isolated(target, *args) -> dict:
     return result
 
 
-def _measure_peer_training_memory(shape: str, ours: bool, precision: str, queue) -> None:
-    """In a fresh process: peak resident memory that one training step adds (weights and gradients excluded)."""
+def _measure_peer_training_memory(shape: tuple, ours: bool, precision: str, device: str, queue) -> None:
+    """In a fresh process: peak memory that one training step adds (weights, gradients and Adam's state excluded):
+    resident memory on the CPU, allocated memory on a GPU."""
     import torch
 
     from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
-    preset, vocab, batch_size, length = SHAPES[shape]
+    preset, vocab, batch_size, length = shape
     config = getattr(VanillaTransformerConfig, preset)(vocab_size=vocab)
-    model = VanillaTransformerForConditionalGeneration(config) if ours else marian_like(config)
+    model = (VanillaTransformerForConditionalGeneration(config) if ours else marian_like(config)).to(device)
 
     def batch(size):
-        ids = torch.randint(4, vocab, (size, length))
-        labels = torch.randint(4, vocab, (size, length))
+        ids = torch.randint(4, vocab, (size, length), device=device)
+        labels = torch.randint(4, vocab, (size, length), device=device)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    optimizer = adam(model)
     train_step_fn(model, batch(2), ours, precision, optimizer)()  # gradients and Adam's state exist from here on
     step = train_step_fn(model, batch(batch_size), ours, precision, optimizer)
+    if device == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+        step()
+        synchronize(device)
+        queue.put((torch.cuda.max_memory_allocated() - baseline) / 2**20)
+        return
     baseline_kib = reset_peak_rss()
     step()
     queue.put((peak_rss() - baseline_kib) / 1024)
@@ -190,7 +233,7 @@ def speed(args: argparse.Namespace) -> dict:
     import torch
 
     torch.manual_seed(0)
-    peaks = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
+    peaks = {"bf16": matmul_peak(torch.bfloat16, args.device), "fp32": matmul_peak(torch.float32, args.device)}
     print(f"matmul peak now: bf16 {peaks['bf16'] / 1e12:.2f} TFLOP/s, fp32 {peaks['fp32'] / 1e12:.2f} TFLOP/s "
           f"(bf16 / fp32: {ratio(peaks['bf16'], peaks['fp32']):.2f}x)")
     results = {"matmul_peak_flops": peaks, "shapes": {}}
@@ -206,36 +249,54 @@ def speed_of_shape(shape: str, peaks: dict, args: argparse.Namespace) -> dict:
     from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
     preset, vocab, batch_size, length = SHAPES[shape]
+    batch_size, length = args.batch_size or batch_size, args.length or length
     config = getattr(VanillaTransformerConfig, preset)(vocab_size=vocab)
     torch.manual_seed(0)
-    models = {"ours": VanillaTransformerForConditionalGeneration(config), "marian": marian_like(config)}
-    input_ids = torch.randint(4, vocab, (batch_size, length))
-    labels = torch.randint(4, vocab, (batch_size, length))
+    models = {"ours": VanillaTransformerForConditionalGeneration(config).to(args.device),
+              "marian": marian_like(config).to(args.device)}
+    input_ids = torch.randint(4, vocab, (batch_size, length), device=args.device)
+    labels = torch.randint(4, vocab, (batch_size, length), device=args.device)
     batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
     flops = training_flops(config, batch_size, length, length)
-    rows = measure_training(shape, models, batch, flops, peaks, args)
-    rows.update(measure_generation(shape, models, batch, length, args))
-    rows["bf16_generation_token_agreement"] = bf16_token_agreement(models["ours"], batch, length)
+    rows = measure_training((preset, vocab, batch_size, length), models, batch, flops, peaks, args)
+    if not args.skip_generation:
+        rows.update(measure_generation(shape, models, batch, length, args))
+        rows["bf16_generation_token_agreement"] = bf16_token_agreement(models["ours"], batch, length, args.device)
     print_speed_table(shape, rows)
     return {"batch": [batch_size, length], "train_flops_per_step": flops, "rows": rows}
 
 
-def measure_training(shape: str, models: dict, batch: dict, flops: float, peaks: dict, args) -> dict:
-    """Target tokens/s, step time, peak memory (fresh process) and MFU of a training step, per model and precision."""
+def measure_training(shape: tuple, models: dict, batch: dict, flops: float, peaks: dict, args) -> dict:
+    """Target tokens/s, step time, peak memory (fresh process) and MFU of a training step, per model and precision;
+    with --compile, also of the compiled step (bf16), with its compilation time."""
+    import torch
+
     batch_size, length = batch["labels"].shape
     rows = {}
-    for name, model in models.items():
-        for precision in ("fp32", "bf16"):
-            step = train_step_fn(model, batch, name == "ours", precision)
-            seconds = statistics.median(time_it(step, args.warmup, args.repeats))
-            rows[f"train {name} {precision}"] = {
-                "target_tokens_per_s": batch_size * length / seconds, "seconds": seconds,
-                # memory in a fresh process each: in this one, the allocator keeps what earlier runs freed
-                "peak_mib": run_isolated(_measure_peer_training_memory, shape, name == "ours", precision),
-                "mfu_bf16": flops / seconds / peaks["bf16"],
-                "mfu_fp32": flops / seconds / peaks["fp32"],
-            }
-            print(f"{shape} train {name} {precision}: {batch_size * length / seconds:.0f} target tokens/s")
+    settings = [(name, precision, False) for name in models for precision in ("fp32", "bf16")]
+    settings += [(name, "bf16", True) for name in models] if args.compile else []
+    for name, precision, compiled in settings:
+        model = models[name]
+        label = f"train {name} {precision}" + (" compiled" if compiled else "")
+        if compiled:
+            torch._dynamo.reset()
+            model = torch.compile(model)
+        step = train_step_fn(model, batch, name == "ours", precision)
+        start = time.perf_counter()
+        step()  # the first step compiles
+        synchronize(args.device)
+        first = time.perf_counter() - start
+        seconds = statistics.median(time_it(step, args.warmup, args.repeats, args.device))
+        rows[label] = {
+            "target_tokens_per_s": batch_size * length / seconds, "seconds": seconds,
+            "first_step_seconds": first,
+            "mfu_bf16": flops / seconds / peaks["bf16"], "mfu_fp32": flops / seconds / peaks["fp32"],
+        }
+        if not compiled:  # memory in a fresh process each: in this one, the allocator keeps what earlier runs freed
+            rows[label]["peak_mib"] = run_isolated(_measure_peer_training_memory, shape, name == "ours", precision,
+                                                   args.device)
+        print(f"{label}: {batch_size * length / seconds:.0f} target tokens/s" +
+              (f" (first step, with compilation: {first:.0f} s)" if compiled else ""))
     return rows
 
 
@@ -248,44 +309,128 @@ def measure_generation(shape: str, models: dict, batch: dict, length: int, args)
         gen_batch = len(gen_inputs["input_ids"])  # the tiny shape has fewer sentences
         for name, model in models.items():
             for precision in ("fp32", "bf16"):
-                run = generate_fn(model, gen_inputs, beams, length, precision)
-                seconds = statistics.median(time_it(run, 1, max(2, args.repeats // 2)))
+                run = generate_fn(model, gen_inputs, beams, length, precision, args.device)
+                seconds = statistics.median(time_it(run, 1, max(2, args.repeats // 2), args.device))
                 rows[f"generate beam{beams} {name} {precision}"] = {
                     "tokens_per_s": gen_batch * length / seconds, "seconds": seconds}
                 print(f"{shape} generate beam {beams} {name} {precision}: {gen_batch * length / seconds:.0f} tokens/s")
     return rows
 
 
-def bf16_token_agreement(model, batch: dict, length: int) -> float:
+def bf16_token_agreement(model, batch: dict, length: int, device: str = "cpu") -> float:
     """Share of beam-4 tokens of our bf16 path equal to our fp32 path's, on the first 16 sentences."""
     import torch
 
     source = {k: batch[k][:16] for k in ("input_ids", "attention_mask")}
     with torch.no_grad():
-        ref = generate_fn(model, source, 4, length, "fp32")()
-        fast = generate_fn(model, source, 4, length, "bf16")()
+        ref = generate_fn(model, source, 4, length, "fp32", device)()
+        fast = generate_fn(model, source, 4, length, "bf16", device)()
     return (ref == fast).float().mean().item()
 
 
 def print_speed_table(shape: str, rows: dict) -> None:
     """Ours against MarianMT, each row measured in this run, with the ratio of the two."""
     print(f"\n{shape}:\n| measurement | ours | MarianMT | ours / MarianMT |\n| --- | ---: | ---: | ---: |")
-    for kind in ("train", "generate beam4", "generate beam1"):
+    kinds = [("train", p) for p in ("fp32", "bf16")] + [("train", "bf16 compiled")] * ("train ours bf16 compiled" in rows)
+    kinds += [(k, p) for k in ("generate beam4", "generate beam1") for p in ("fp32", "bf16")
+              if f"{k} ours {p}" in rows]
+    for kind, precision in kinds:
         key = "target_tokens_per_s" if kind == "train" else "tokens_per_s"
-        for precision in ("fp32", "bf16"):
-            o, m = rows[f"{kind} ours {precision}"][key], rows[f"{kind} marian {precision}"][key]
-            print(f"| {kind} {precision} tokens/s | {o:.0f} | {m:.0f} | {ratio(o, m):.2f}x |")
+        o, m = rows[f"{kind} ours {precision}"][key], rows[f"{kind} marian {precision}"][key]
+        print(f"| {kind} {precision} tokens/s | {o:.0f} | {m:.0f} | {ratio(o, m):.2f}x |")
     for precision in ("fp32", "bf16"):
         o, m = rows[f"train ours {precision}"], rows[f"train marian {precision}"]
         print(f"| train {precision} peak MiB | {o['peak_mib']:.0f} | {m['peak_mib']:.0f} "
               f"| {ratio(o['peak_mib'], m['peak_mib']):.2f}x |")
         print(f"| train {precision} MFU (of bf16 peak) | {o['mfu_bf16']:.1%} | {m['mfu_bf16']:.1%} "
               f"| {ratio(o['mfu_bf16'], m['mfu_bf16']):.2f}x |")
-    best_marian = max(rows[f"train marian {precision}"]["target_tokens_per_s"] for precision in ("fp32", "bf16"))
-    ours_best = rows["train ours bf16"]["target_tokens_per_s"]
-    print(f"ours bf16 / MarianMT fp32: {ratio(ours_best, rows['train marian fp32']['target_tokens_per_s']):.2f}x; "
-          f"/ MarianMT best: {ratio(ours_best, best_marian):.2f}x; bf16 beam-4 tokens equal to fp32: "
-          f"{rows['bf16_generation_token_agreement']:.1%}")
+    train = {k: v["target_tokens_per_s"] for k, v in rows.items() if k.startswith("train ")}
+    best = {name: max(v for k, v in train.items() if k.split()[1] == name) for name in ("ours", "marian")}
+    eager_marian = max(train[f"train marian {p}"] for p in ("fp32", "bf16"))
+    line = (f"ours best / MarianMT best: {ratio(best['ours'], best['marian']):.2f}x; ours best / MarianMT best eager: "
+            f"{ratio(best['ours'], eager_marian):.2f}x; ours bf16 / MarianMT fp32: "
+            f"{ratio(train['train ours bf16'], train['train marian fp32']):.2f}x")
+    if "bf16_generation_token_agreement" in rows:
+        line += f"; bf16 beam-4 tokens equal to fp32: {rows['bf16_generation_token_agreement']:.1%}"
+    print(line)
+
+
+# The training loop on real token batches
+
+
+def loop(args: argparse.Namespace) -> dict:
+    """vanilla-train for --steps updates on the corpus (no validation, no checkpoints), then the isolated step of the
+    same model on the first batches of the same epoch: what the loop costs beyond the step itself."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "run"
+        summary, records = run_training_loop(args, out)
+        isolated = isolated_steps(args, out, summary["precision"])
+    timed = records[2:]  # the first lines include start-up (and compilation)
+    seconds = sum(r["seconds"] for r in timed)
+    loop_rate = sum(r["target_tokens_per_s"] * r["seconds"] for r in timed) / seconds if seconds else float("nan")
+    result = {"loop_target_tokens_per_s": loop_rate, "isolated_target_tokens_per_s": isolated["tokens_per_s"],
+              "isolated_mfu_bf16": isolated["mfu_bf16"], "loop_mfu_bf16": isolated["mfu_bf16"] * ratio(
+                  loop_rate, isolated["tokens_per_s"]), "precision": summary["precision"],
+              "updates_timed": sum(r["updates"] for r in timed), "train_options": args.train_option}
+    print(f"\nvanilla-train loop, preset {args.preset}, --max-tokens {args.max_tokens}, {summary['precision']}, "
+          f"{args.device}, options: {' '.join(args.train_option) or 'none'}")
+    print("| measurement | target tokens/s | MFU (of bf16 peak) |\n| --- | ---: | ---: |")
+    print(f"| training loop (updates {timed[0]['step'] if timed else '-'}-{records[-1]['step']}) | {loop_rate:.0f} "
+          f"| {result['loop_mfu_bf16']:.1%} |")
+    print(f"| isolated step, same model and batches | {isolated['tokens_per_s']:.0f} | {isolated['mfu_bf16']:.1%} |")
+    print(f"loop / isolated step: {ratio(loop_rate, isolated['tokens_per_s']):.2f}x")
+    return result
+
+
+def run_training_loop(args: argparse.Namespace, out: Path) -> tuple[dict, list[dict]]:
+    """vanilla-train as a user runs it; returns its summary and its metric lines, each with its own seconds."""
+    from ..options import parse_train_args
+    from ..trainer import main as train
+
+    data = Path(args.data)
+    argv = ["--source-lang", args.source_lang, "--target-lang", args.target_lang, "--train-files", str(data / "train"),
+            "--preset", args.preset, "--vocab-size", str(args.vocab_size), "--max-tokens", str(args.max_tokens),
+            "--max-steps", str(args.steps), "--log-every", str(args.log_every), "--eval-every", "0",
+            "--save-every-minutes", "0", "--output-dir", str(out), *(["--cpu"] if args.device == "cpu" else []),
+            *(["--tokenizer", args.tokenizer] if args.tokenizer else []), *args.train_option]
+    summary = train(parse_train_args(argv))
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in lines if "target_tokens_per_s" in r]
+    for previous, record in zip([None, *records], records):
+        record["seconds"] = 60 * (record["minutes"] - (previous["minutes"] if previous else 0))
+        record["updates"] = record["step"] - (previous["step"] if previous else 0)
+    return summary, records
+
+
+def isolated_steps(args: argparse.Namespace, out: Path, precision: str, count: int = 20) -> dict:
+    """Forward, backward and Adam of a fresh model of the run's config on the run's first `count` batches, already
+    collated and on the device: the step with nothing around it."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+    from ..data import TokenBatchSampler, TranslationCollator, load_corpus, preprocess_translation
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    raw = load_corpus(args.source_lang, args.target_lang, train_files=[str(Path(args.data) / "train")])
+    splits, _ = preprocess_translation(raw, tokenizer, args.source_lang, args.target_lang)
+    sampler = TokenBatchSampler.from_dataset(splits["train"], args.max_tokens, seed=1)
+    collator = TranslationCollator(pad_token_id=tokenizer.pad_token_id)
+    batches = [{k: v.to(args.device) for k, v in collator(splits["train"].__getitems__(indices)).items()}
+               for indices in itertools.islice(sampler, count)]
+    config = VanillaTransformerConfig.from_pretrained(out)
+    model = VanillaTransformerForConditionalGeneration(config).to(args.device)
+    steps = [train_step_fn(model, batch, True, precision) for batch in batches]
+    for step in steps[:3]:
+        step()
+    times = time_it(lambda: [step() for step in steps], 0, args.repeats, args.device)
+    seconds = statistics.median(times)
+    tokens = sum(int((b["labels"] != -100).sum()) for b in batches)
+    flops = sum(training_flops(config, *b["input_ids"].shape, b["labels"].shape[1]) for b in batches)
+    peak = matmul_peak(torch.bfloat16, args.device)
+    return {"tokens_per_s": tokens / seconds, "mfu_bf16": flops / seconds / peak}
 
 
 def marian_like(config):
@@ -321,41 +466,50 @@ def training_flops(config, batch: int, src: int, tgt: int) -> float:
     return 3.0 * batch * (enc + dec + logits)
 
 
-def matmul_peak(dtype, size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a large square matrix product in `dtype` on this machine, now."""
+def matmul_peak(dtype, device: str = "cpu", size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large square matrix product in `dtype` on this device, now."""
     import torch
 
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
+    size = size * 4 if device == "cuda" else size  # a GPU needs a larger product to reach its peak
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    times = time_it(lambda: a @ b, 3, repeats, device)
     return 2 * size**3 / statistics.median(times)
 
 
-def time_it(fn, warmup: int, repeats: int) -> list[float]:
+def time_it(fn, warmup: int, repeats: int, device: str = "cpu") -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def adam(model):
+    """Adam as each side trains with it: fused where the device has it (our build_optimizer; Trainer's default
+    optimizer, adamw_torch_fused, for MarianMT)."""
+    import torch
+
+    from ..optimization import fused_adam_supported
+
+    return torch.optim.Adam(model.parameters(), lr=1e-5, fused=fused_adam_supported(model))
 
 
 def train_step_fn(model, batch, ours: bool, precision: str, optimizer=None):
     import torch
 
-    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-5)
+    optimizer = optimizer or adam(model)
     model.train()
+    device = batch["labels"].device.type
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            if ours:  # our training path: label smoothing, only target positions projected onto the vocabulary
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if ours:  # our training path: label smoothing, the loss without the (N, V) logits
                 loss = model(**batch, label_smoothing=0.1, output_logits=False, use_cache=False).loss
             else:
                 loss = model(**batch, use_cache=False).loss
@@ -366,13 +520,13 @@ def train_step_fn(model, batch, ours: bool, precision: str, optimizer=None):
     return step
 
 
-def generate_fn(model, batch, beams: int, length: int, precision: str):
+def generate_fn(model, batch, beams: int, length: int, precision: str, device: str = "cpu"):
     import torch
 
     model.eval()
 
     def run():
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
             return model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=beams,
                                   max_new_tokens=length, min_new_tokens=length, length_penalty=0.6, do_sample=False)
 
