@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -110,6 +111,19 @@ def eager_attention_forward(
     return output.transpose(1, 2).contiguous(), weights
 
 
+@contextmanager
+def float32_on_cpu(query: torch.Tensor, implementation: str):
+    """PyTorch's CPU kernel of scaled_dot_product_attention is several times slower in bf16/fp16 than in float32 at
+    the lengths of sentences (up to ~128 tokens; measured in docs/benchmarks.md), so on the CPU the fused kernel
+    gets float32 inputs, out of autocast. Yields the cast to apply to queries, keys and values. Not a change of
+    the model: float32 is the more exact arithmetic."""
+    if implementation != "sdpa" or query.device.type != "cpu" or query.dtype == torch.float32:
+        yield lambda tensor: tensor
+        return
+    with torch.autocast("cpu", enabled=False):
+        yield lambda tensor: tensor.float()
+
+
 # Section 3.2.2: multi-head attention
 
 
@@ -178,16 +192,18 @@ class VanillaMultiHeadAttention(nn.Module):
 
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-        output, weights = attention(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            scaling=self.scaling,
-            dropout=self.attention_dropout if self.training else 0.0,
-        )  # output (B, T_q, h, d_v)
-        output = output.reshape(batch_size, query_length, self.num_heads * self.d_v)  # Concat(head_1..head_h)
+        dtype = query.dtype
+        with float32_on_cpu(query, implementation) as cast:
+            output, weights = attention(
+                self,
+                cast(query),
+                cast(key),
+                cast(value),
+                attention_mask,
+                scaling=self.scaling,
+                dropout=self.attention_dropout if self.training else 0.0,
+            )  # output (B, T_q, h, d_v)
+        output = output.to(dtype).reshape(batch_size, query_length, self.num_heads * self.d_v)  # Concat(head_1..h)
         return self.out_proj(output), weights  # (B, T_q, d_model)
 
 
@@ -314,32 +330,47 @@ def pre_softmax_projection(config: VanillaTransformerConfig) -> nn.Linear:
 
 
 class _ProjectedCrossEntropy(torch.autograd.Function):
-    """sum over rows n with labels[n] != -100 of the label-smoothed cross-entropy of softmax(hidden[n] W^T)."""
+    """sum over rows n with labels[n] != -100 of the label-smoothed cross-entropy of softmax(hidden[n] W^T).
+
+    With p = softmax(logits) and eps the smoothing, d loss / d logits = p - eps/V - (1 - eps) onehot(target). Only
+    p goes through the (rows, V) products; the constant and one-hot terms are added afterwards as (V, d) and
+    (N, d) corrections, which saves passes over the (rows, V) block, where the time goes.
+    """
 
     @staticmethod
     def forward(ctx, hidden, weight, labels, label_smoothing, dtype, rows, with_grad):
         compute_w = weight.to(dtype)  # (V, d): once, not once per block as autocast would
         compute_h = hidden.to(dtype)  # (N, d)
-        vocab = weight.shape[0]
+        keep = labels != -100  # (N,)
+        all_kept = hidden.device.type == "cpu" and bool(keep.all())  # the CPU caller drops ignored rows
+        target = labels.clamp_min(0)
         loss = hidden.new_zeros((), dtype=torch.float32)
         grad_hidden = torch.empty_like(hidden, dtype=torch.float32) if with_grad else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if with_grad else None
+        grad_weight = None
         for start in range(0, hidden.shape[0], rows):
-            block_h, block_y = compute_h[start : start + rows], labels[start : start + rows]
-            keep = block_y != -100
-            target = block_y.clamp_min(0)[:, None]
-            logits = (block_h @ compute_w.T).float()  # (rows, V)
-            log_z = logits.logsumexp(-1)  # (rows,)
-            # -log p(target) and the smoothing term -(1/V) sum_j log p(j), as F.cross_entropy(label_smoothing=)
-            nll = log_z - logits.gather(1, target).squeeze(1)
-            uniform = log_z - logits.mean(-1)
-            loss += torch.where(keep, (1 - label_smoothing) * nll + label_smoothing * uniform, 0).sum()
-            if with_grad:  # d loss / d logits = softmax - smoothed one-hot target, zero on ignored rows
-                grad = logits.sub_(log_z[:, None]).exp_().sub_(label_smoothing / vocab)
-                grad.scatter_add_(1, target, grad.new_full(target.shape, label_smoothing - 1))
-                grad = grad.mul_(keep[:, None]).to(dtype)
-                grad_hidden[start : start + rows] = grad @ compute_w
-                grad_weight += (grad.T @ block_h).float()
+            block = slice(start, start + rows)
+            log_p = torch.log_softmax(compute_h[block] @ compute_w.T, dim=-1, dtype=torch.float32)  # (rows, V)
+            # -log p(target), and -(1/V) sum_j log p(j): F.cross_entropy(label_smoothing=)'s two terms
+            row_loss = (label_smoothing - 1) * log_p.gather(1, target[block, None]).squeeze(1)
+            row_loss -= label_smoothing * log_p.mean(-1)
+            loss += torch.where(keep[block], row_loss, 0.0).sum()
+            if with_grad:
+                p = torch.exp(log_p, out=torch.empty(log_p.shape, dtype=dtype, device=log_p.device))  # softmax
+                if not all_kept:
+                    p.mul_(keep[block, None])  # no gradient from ignored rows
+                grad_hidden[block] = p @ compute_w
+                product = (p.T @ compute_h[block]).float()  # (V, d)
+                grad_weight = product if grad_weight is None else grad_weight.add_(product)
+        if with_grad:
+            kept_hidden = hidden.float() * keep[:, None]  # (N, d)
+            kept_weight = weight.float()
+            vocab = weight.shape[0]
+            # - eps/V on every logit of a kept row
+            grad_hidden -= (label_smoothing / vocab) * kept_weight.sum(0) * keep[:, None]
+            grad_weight -= (label_smoothing / vocab) * kept_hidden.sum(0)
+            # - (1 - eps) on each kept row's target logit
+            grad_hidden -= (1 - label_smoothing) * kept_weight[target] * keep[:, None]
+            grad_weight.index_add_(0, target, kept_hidden, alpha=label_smoothing - 1)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.input_dtypes = (hidden.dtype, weight.dtype)
         return loss
@@ -354,7 +385,7 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
 
 def projected_cross_entropy(
     hidden_states: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
-    block_elements: int = 1 << 23,
+    block_elements: int = 1 << 27,
 ) -> torch.Tensor:
     """Summed label-smoothed cross-entropy of `hidden_states @ weight.T`, for labels != -100, without the logits.
 
@@ -369,7 +400,8 @@ def projected_cross_entropy(
     if device == "cpu":  # ignored rows need no projection; selecting them reads nothing back from a GPU here
         kept = (labels != -100).nonzero().squeeze(1)
         hidden_states, labels = hidden_states[kept], labels[kept]
-    rows = max(64, block_elements // weight.shape[0])
+    blocks = max(1, -(-hidden_states.shape[0] * weight.shape[0] // block_elements))
+    rows = max(1, -(-hidden_states.shape[0] // blocks))  # blocks of equal size: no small, slow last one
     with_grad = torch.is_grad_enabled() and (hidden_states.requires_grad or weight.requires_grad)
     with torch.autocast(device, enabled=False):
         return _ProjectedCrossEntropy.apply(hidden_states, weight, labels, label_smoothing, dtype, rows, with_grad)

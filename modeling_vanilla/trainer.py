@@ -587,7 +587,7 @@ def finish(run: Run, corpus: Corpus, model) -> dict:
                "tokens_seen": state.tokens_seen, "train_minutes": round(state.elapsed_seconds / 60, 2),
                "skipped_updates": state.skipped_updates, "averaged_checkpoints": 0,
                "parameters": unwrapped.num_parameters(), "precision": args.precision,
-               "processes": accelerator.num_processes}
+               "processes": accelerator.num_processes, **compilation_report(run)}
     write_model_folder(run, corpus, unwrapped, summary)
     averaged = average_last_checkpoints(run, unwrapped)
     if averaged:
@@ -600,6 +600,17 @@ def finish(run: Run, corpus: Corpus, model) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def compilation_report(run: Run) -> dict:
+    """With --compile: how many graphs torch.compile made (token batches come in many shapes) and the seconds it
+    spent compiling them."""
+    if run.compiled is None:
+        return {}
+    from torch._dynamo.utils import calculate_time_spent, counters
+
+    return {"compiled_graphs": int(counters["stats"]["unique_graphs"]),
+            "compile_seconds": round(calculate_time_spent().get("total_wall_time", 0.0), 1)}
 
 
 def final_scores(run: Run, corpus: Corpus, model) -> dict:

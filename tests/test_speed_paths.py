@@ -198,3 +198,40 @@ def test_the_loop_reads_the_device_back_only_every_log_every_updates(toy_data, t
     # Step 1 (the first line), then steps 5 and 10, then the 2 updates left at the end: 4 reads for 12 updates.
     assert reads == [1, 4, 5, 2]
     assert summary["step"] == 12
+
+
+@pytest.mark.slow  # inductor generates and builds C++ for each graph: about a minute on 2 cores
+def test_training_with_compile_reports_its_graphs_and_matches_eager(toy_data, tmp_path):
+    from modeling_vanilla.cli.train import run as main
+
+    def losses(out):
+        return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+                if "loss" in json.loads(line)]
+
+    # No dropout: inductor draws its own random numbers, so dropout masks would differ from eager's.
+    common = ("--max-steps", "5", "--precision", "fp32", "--eval-every", "0", "--log-every", "1",
+              "--save-every-minutes", "0", "--override", "dropout=0.0")
+    eager = main(train_args(toy_data, tmp_path / "eager", *common, "--no-compile"))
+    compiled = main(train_args(toy_data, tmp_path / "compiled", *common, "--compile"))
+    assert "compiled_graphs" not in eager
+    # Token batches of several shapes, padded to multiples of 8: a few graphs, not one per batch.
+    assert 1 <= compiled["compiled_graphs"] <= 4, compiled
+    assert compiled["compile_seconds"] > 0
+    for x, y in zip(losses(tmp_path / "eager"), losses(tmp_path / "compiled"), strict=True):
+        assert abs(x - y) <= 1e-4 * abs(x)
+
+
+def test_finetune_compiles_on_request_and_by_default_only_on_a_gpu(monkeypatch):
+    from modeling_vanilla.cli import finetune
+
+    parse = finetune.parse_args
+    base = ["model", "--output-dir", "out", "--source-lang", "en", "--target-lang", "de", "--train-files", "x"]
+    monkeypatch.setattr(finetune.torch.cuda, "is_available", lambda: False)
+    assert finetune.compile_enabled(parse(base)) is False
+    assert finetune.compile_enabled(parse([*base, "--compile"])) is True
+    monkeypatch.setattr(finetune.torch.cuda, "is_available", lambda: True)
+    assert finetune.compile_enabled(parse(base)) is True
+    assert finetune.compile_enabled(parse([*base, "--cpu"])) is False
+    assert finetune.compile_enabled(parse([*base, "--no-compile"])) is False
+    arguments = finetune.training_arguments(parse([*base, "--compile", "--cpu"]), has_validation=False)
+    assert arguments.torch_compile is True

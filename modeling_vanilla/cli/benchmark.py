@@ -68,6 +68,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="an extra vanilla-train option, e.g. --train-option=--compile (repeatable)")
     loop.add_argument("--tokenizer", help="a saved tokenizer folder (default: one is trained, as vanilla-train does)")
     loop.add_argument("--json", help="also write the results to this file")
+    loss = sub.add_parser("loss", help="the loss with and without the (N, V) logits: speed and peak memory")
+    loss.add_argument("--vocab", type=positive_int, default=37000)
+    loss.add_argument("--d-model", type=positive_int, default=512)
+    loss.add_argument("--tokens", type=positive_int, default=8192, help="target positions (N)")
+    loss.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    loss.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    loss.add_argument("--repeats", type=positive_int, default=5)
+    loss.add_argument("--json", help="also write the results to this file")
     ckpt = sub.add_parser("checkpointing", help="peak training memory with and without activation checkpointing")
     ckpt.add_argument("--preset", default="base", choices=["tiny", "small", "base", "big"])
     ckpt.add_argument("--batch-size", type=positive_int, default=64)
@@ -80,7 +88,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     machine = machine_line(getattr(args, "device", "cpu"))
     print(f"vanilla-benchmark {args.benchmark} on {machine}")
-    results = {"checkpointing": checkpointing, "speed": speed, "loop": loop}[args.benchmark](args)
+    commands = {"checkpointing": checkpointing, "speed": speed, "loop": loop, "loss": loss_paths}
+    results = commands[args.benchmark](args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "machine": machine, "results": results}, f, indent=2)
@@ -353,6 +362,59 @@ def print_speed_table(shape: str, rows: dict) -> None:
     if "bf16_generation_token_agreement" in rows:
         line += f"; bf16 beam-4 tokens equal to fp32: {rows['bf16_generation_token_agreement']:.1%}"
     print(line)
+
+
+# The loss: plain cross-entropy of the logits against projected_cross_entropy
+
+
+def _measure_loss(path: str, args: argparse.Namespace, queue) -> None:
+    """In a fresh process: the seconds of forward + backward of the label-smoothed loss from the decoder output
+    (N, d_model) through the projection onto V words, and the peak memory that it adds."""
+    import torch
+
+    from ..modeling_vanilla import projected_cross_entropy
+
+    torch.manual_seed(0)
+    hidden = torch.randn(args.tokens, args.d_model, device=args.device, requires_grad=True)
+    weight = (torch.randn(args.vocab, args.d_model, device=args.device) * args.d_model**-0.5).requires_grad_()
+    labels = torch.randint(0, args.vocab, (args.tokens,), device=args.device)
+
+    def step():
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            if path == "plain":  # what the model computes with output_logits=True, and MarianMT always
+                logits = torch.nn.functional.linear(hidden, weight)
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels, label_smoothing=0.1, reduction="sum")
+            else:
+                loss = projected_cross_entropy(hidden, weight, labels, 0.1)
+        loss.backward()
+        hidden.grad = weight.grad = None
+
+    step()
+    seconds = statistics.median(time_it(step, 1, args.repeats, args.device))
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_allocated()
+        step()
+        synchronize(args.device)
+        peak = (torch.cuda.max_memory_allocated() - baseline) / 2**20
+    else:
+        baseline_kib = reset_peak_rss()
+        step()
+        peak = (peak_rss() - baseline_kib) / 1024
+    queue.put({"seconds": seconds, "peak_mib": peak})
+
+
+def loss_paths(args: argparse.Namespace) -> dict:
+    results = {path: run_isolated(_measure_loss, path, args) for path in ("plain", "projected")}
+    plain, projected = results["plain"], results["projected"]
+    print(f"\nLabel-smoothed loss and its gradients, N={args.tokens} positions, d_model {args.d_model}, V={args.vocab}, "
+          f"{args.precision}, {args.device}")
+    print("| path | forward + backward s | peak MiB added |\n| --- | ---: | ---: |")
+    for path, r in results.items():
+        print(f"| {path} | {r['seconds']:.3f} | {r['peak_mib']:.0f} |")
+    print(f"projected / plain: time x{ratio(projected['seconds'], plain['seconds']):.2f}, peak memory "
+          f"x{ratio(projected['peak_mib'], plain['peak_mib']):.2f}")
+    return results
 
 
 # The training loop on real token batches
