@@ -113,11 +113,13 @@ def eager_attention_forward(
 
 @contextmanager
 def float32_on_cpu(query: torch.Tensor, implementation: str):
-    """PyTorch's CPU kernel of scaled_dot_product_attention is several times slower in bf16/fp16 than in float32 at
-    the lengths of sentences (up to ~128 tokens; measured in docs/benchmarks.md), so on the CPU the fused kernel
-    gets float32 inputs, out of autocast. Yields the cast to apply to queries, keys and values. Not a change of
-    the model: float32 is the more exact arithmetic."""
-    if implementation != "sdpa" or query.device.type != "cpu" or query.dtype == torch.float32:
+    """In training, the backward of PyTorch's CPU kernel of scaled_dot_product_attention is several times slower in
+    bf16/fp16 than in float32 at the lengths of sentences (measured in docs/benchmarks.md), so on the CPU, when a
+    backward will follow, the fused kernel gets float32 inputs, out of autocast. (Decoding keeps its dtype: there
+    the cast of the whole cache at every step would cost more.) Yields the cast to apply to queries, keys and
+    values. Not a change of the model: float32 is the more exact arithmetic."""
+    low_precision_cpu = query.device.type == "cpu" and query.dtype != torch.float32
+    if implementation != "sdpa" or not low_precision_cpu or not torch.is_grad_enabled():
         yield lambda tensor: tensor
         return
     with torch.autocast("cpu", enabled=False):
@@ -385,7 +387,7 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
 
 def projected_cross_entropy(
     hidden_states: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
-    block_elements: int = 1 << 27,
+    block_elements: int = 1 << 23,
 ) -> torch.Tensor:
     """Summed label-smoothed cross-entropy of `hidden_states @ weight.T`, for labels != -100, without the logits.
 
