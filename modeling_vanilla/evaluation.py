@@ -21,7 +21,7 @@ def load_batch(dataset, indices: list[int], collator, device) -> dict[str, torch
 
 def batch_loss(model, batch: dict, label_smoothing: float, normalizer: float) -> torch.Tensor:
     """One batch's label-smoothed cross-entropy (section 5.4), summed over its target tokens and divided by
-    `normalizer`. Only the target positions are projected onto the vocabulary (`output_logits=False`)."""
+    `normalizer`. `output_logits=False`: the loss comes from `projected_cross_entropy`, without the (N, V) logits."""
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
                  label_smoothing=label_smoothing, num_items_in_batch=normalizer, output_logits=False,
                  use_cache=False).loss

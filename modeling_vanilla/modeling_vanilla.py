@@ -327,8 +327,9 @@ def pre_softmax_projection(config: VanillaTransformerConfig) -> nn.Linear:
 #
 # The plain path projects N target positions onto V words, keeps the (N, V) logits, their float32 copy and its
 # gradient: at V = 37000 and 25k tokens that is several GB. `projected_cross_entropy` computes the same loss and
-# gradients a block of rows at a time and never holds more than (rows, V): forward and backward of each block
-# are done together (the softmax is its own gradient's main term), so the logits are never kept for later.
+# gradients a block of rows at a time and never holds more than a block (8M logits by default): forward and
+# backward of each block are done together (the softmax is its own gradient's main term), so no logits are kept
+# for the backward pass, and the memory of a block is free again before the rest of the model's backward starts.
 
 
 class _ProjectedCrossEntropy(torch.autograd.Function):
@@ -364,6 +365,8 @@ class _ProjectedCrossEntropy(torch.autograd.Function):
                 product = (p.T @ compute_h[block]).float()  # (V, d)
                 grad_weight = product if grad_weight is None else grad_weight.add_(product)
         if with_grad:
+            if grad_weight is None:  # no row to project (every label ignored)
+                grad_weight = torch.zeros_like(weight, dtype=torch.float32)
             kept_hidden = hidden.float() * keep[:, None]  # (N, d)
             kept_weight = weight.float()
             vocab = weight.shape[0]

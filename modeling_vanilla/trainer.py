@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .checkpoints import CheckpointManager, TrainState, average_checkpoints, load_averaged_weights
-from .evaluation import batch_loss, bleu_on_split, load_batch, validation_loss
+from .evaluation import batch_loss, bleu_on_split, validation_loss
 from .hardware import default_precision, gpu_available
 from .optimization import build_optimizer, build_scheduler, skips_on_device
 from .options import RUN_CONFIG, checkpointing, data_fingerprint, data_source_options
@@ -430,7 +430,7 @@ def train_step(run: Run, model, optimizer, scheduler, micro: list[dict], tokens:
     are read back every --log-every updates (`read_back`)."""
     accelerator, args, world = run.accelerator, run.args, run.accelerator.num_processes
     loss_sum = torch.zeros((), device=accelerator.device)
-    forward = run.compiled or model
+    forward = model if run.compiled is None else run.compiled
     for i, batch in enumerate(micro):
         # Each batch's summed loss is divided by the update's target tokens over all processes, times the number of
         # processes because DDP averages their gradients: the update is the gradient of the mean loss over all of
@@ -447,12 +447,14 @@ def train_step(run: Run, model, optimizer, scheduler, micro: list[dict], tokens:
     run.stats.add(step_loss, bad, tokens, run.state.step + 1)
     inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate's wrapper holds the torch optimizer
     if skips_on_device(inner):
-        inner.found_inf = bad.float()
-        optimizer.step()
-        inner.__dict__.pop("found_inf", None)
+        inner.found_inf = bad.float()  # read by the fused kernel: 1 leaves weights, moments and Adam's step alone
+        try:
+            optimizer.step()
+        finally:
+            inner.__dict__.pop("found_inf", None)
     elif not bool(bad):  # an optimizer without found_inf: the host must look (a wait for the device)
         optimizer.step()
-    scheduler.step()
+    scheduler.step()  # a skipped update still counts as a step, as with GradScaler
     optimizer.zero_grad(set_to_none=True)
     run.state.step += 1
 
@@ -515,9 +517,10 @@ def log_validate_and_save(run: Run, corpus: Corpus, model, window: dict, progres
     --bleu-every), a checkpoint every --save-every updates or --save-every-minutes."""
     args, state = run.args, run.state
     if state.step % args.log_every == 0 or state.step == 1:
-        numbers = read_back(run)
+        numbers = read_back(run) or {"skipped": 0, "loss": None}  # None: a checkpoint just read everything back
         now = time.time()
         record = {"step": state.step, "epoch": state.epoch, "lr": scheduler_rate(run),
+                  "target_tokens": window["tokens"],  # since the last line
                   "target_tokens_per_s": round(window["tokens"] / max(now - window["start"], 1e-9), 1),
                   "minutes": round(run.minutes(), 2), "skipped_updates": numbers["skipped"]}
         if numbers["loss"] is not None:  # the mean over the updates since the last line

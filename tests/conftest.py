@@ -24,6 +24,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps one process-wide state; every test that trains in-process (vanilla-train, the loop
+    benchmark) needs a fresh one, whatever precision the test before it trained in."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture
 def tiny_config():
     from modeling_vanilla import VanillaTransformerConfig

@@ -122,6 +122,11 @@ def bad_numbers(tmp: Path) -> list[tuple[str, list[str], str, str]]:
         ("data_report", ["--data-dir", str(tmp / "data")], "--repeats", "0"),
         ("benchmark", ["speed", "--shapes", "tiny"], "--warmup", "-1"),
         ("benchmark", ["speed", "--shapes", "tiny"], "--repeats", "0"),
+        ("benchmark", ["speed", "--shapes", "tiny"], "--batch-size", "0"),
+        ("benchmark", ["speed", "--shapes", "tiny"], "--length", "0"),
+        *[("benchmark", ["loop", "--data", str(tmp / "data")], flag, "0")
+          for flag in ("--max-tokens", "--vocab-size", "--steps", "--log-every", "--repeats")],
+        *[("benchmark", ["loss"], flag, "0") for flag in ("--vocab", "--d-model", "--tokens", "--repeats")],
         ("benchmark", ["checkpointing", "--preset", "tiny"], "--batch-size", "0"),
         ("benchmark", ["checkpointing", "--preset", "tiny"], "--length", "0"),
         ("explain", explain, "--max-items", "0"), ("explain", explain, "--tolerance", "-1"),

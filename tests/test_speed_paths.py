@@ -57,6 +57,15 @@ def test_projected_cross_entropy_equals_cross_entropy_of_the_logits(label_smooth
             loss.item(), rel=1e-6)
 
 
+def test_projected_cross_entropy_with_every_label_ignored_is_zero_with_zero_gradients():
+    hidden = torch.randn(2, 3, 8, requires_grad=True)
+    weight = torch.randn(11, 8, requires_grad=True)
+    loss = projected_cross_entropy(hidden, weight, torch.full((2, 3), -100), 0.1)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert hidden.grad.abs().max() == 0 and weight.grad.abs().max() == 0
+
+
 def test_projected_cross_entropy_under_bf16_autocast_matches_the_plain_autocast_path():
     torch.manual_seed(0)
     hidden = torch.randn(64, 32, requires_grad=True)

@@ -136,15 +136,6 @@ def test_average_checkpoints_is_the_elementwise_mean(tmp_path):
 # The training script, end to end on generated data
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """Accelerate keeps one process-wide state; tests that call main() in-process each need a fresh one."""
-    yield
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory):
     return write_toy_corpus(tmp_path_factory.mktemp("toy"), train=400, valid=40, test=40, seed=1)

@@ -430,8 +430,8 @@ def loop(args: argparse.Namespace) -> dict:
         summary, records = run_training_loop(args, out)
         isolated = isolated_steps(args, out, summary["precision"])
     timed = records[2:]  # the first lines include start-up (and compilation)
-    seconds = sum(r["seconds"] for r in timed)
-    loop_rate = sum(r["target_tokens_per_s"] * r["seconds"] for r in timed) / seconds if seconds else float("nan")
+    seconds = sum(r["target_tokens"] / r["target_tokens_per_s"] for r in timed)
+    loop_rate = sum(r["target_tokens"] for r in timed) / seconds if seconds else float("nan")
     result = {"loop_target_tokens_per_s": loop_rate, "isolated_target_tokens_per_s": isolated["tokens_per_s"],
               "isolated_mfu_bf16": isolated["mfu_bf16"], "loop_mfu_bf16": isolated["mfu_bf16"] * ratio(
                   loop_rate, isolated["tokens_per_s"]), "precision": summary["precision"],
@@ -447,7 +447,7 @@ def loop(args: argparse.Namespace) -> dict:
 
 
 def run_training_loop(args: argparse.Namespace, out: Path) -> tuple[dict, list[dict]]:
-    """vanilla-train as a user runs it; returns its summary and its metric lines, each with its own seconds."""
+    """vanilla-train as a user runs it; returns its summary and its metric lines, each with its updates."""
     from ..options import parse_train_args
     from ..trainer import main as train
 
@@ -461,7 +461,6 @@ def run_training_loop(args: argparse.Namespace, out: Path) -> tuple[dict, list[d
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     records = [r for r in lines if "target_tokens_per_s" in r]
     for previous, record in zip([None, *records], records):
-        record["seconds"] = 60 * (record["minutes"] - (previous["minutes"] if previous else 0))
         record["updates"] = record["step"] - (previous["step"] if previous else 0)
     return summary, records
 
