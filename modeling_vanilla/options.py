@@ -153,6 +153,16 @@ def data_source_options(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
+def resolve_compile(args: argparse.Namespace, cuda: bool) -> None:
+    """--compile's default, from measurement: on for a CUDA GPU, off on the CPU, where it measured no faster
+    (docs/benchmarks.md). With it, batch lengths are padded to a multiple of 8 unless --pad-to-multiple-of says
+    otherwise: fewer batch shapes, fewer compiled graphs. Shared by vanilla-train and vanilla-finetune."""
+    if args.compile is None:
+        args.compile = cuda
+    if args.compile and args.pad_to_multiple_of is None:
+        args.pad_to_multiple_of = 8
+
+
 def checkpointing(args: argparse.Namespace) -> bool:
     """Whether the run writes checkpoints (--save-every or --save-every-minutes; on by default)."""
     return bool(args.save_every or args.save_every_minutes)

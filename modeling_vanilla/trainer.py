@@ -33,7 +33,7 @@ from .checkpoints import CheckpointManager, TrainState, average_checkpoints, loa
 from .evaluation import batch_loss, bleu_on_split, validation_loss
 from .hardware import default_precision, gpu_available
 from .optimization import build_optimizer, build_scheduler, skips_on_device
-from .options import RUN_CONFIG, checkpointing, data_fingerprint, data_source_options
+from .options import RUN_CONFIG, checkpointing, data_fingerprint, data_source_options, resolve_compile
 
 METRICS = "metrics.jsonl"
 
@@ -129,10 +129,7 @@ def start_run(args: argparse.Namespace) -> Run:
         project_dir=str(out),
     )
     check_sharding(accelerator, args)
-    if args.compile is None:  # measured: a gain on a GPU, none on a CPU (docs/benchmarks.md)
-        args.compile = accelerator.device.type == "cuda"
-    if args.compile and args.pad_to_multiple_of is None:
-        args.pad_to_multiple_of = 8  # fewer distinct batch shapes, so fewer compiled graphs
+    resolve_compile(args, cuda=accelerator.device.type == "cuda")
     if args.resume:
         check_resume_processes(out, accelerator.num_processes)
     if args.overwrite and accelerator.is_main_process and out.exists():

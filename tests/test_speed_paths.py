@@ -236,11 +236,14 @@ def test_finetune_compiles_on_request_and_by_default_only_on_a_gpu(monkeypatch):
     parse = finetune.parse_args
     base = ["model", "--output-dir", "out", "--source-lang", "en", "--target-lang", "de", "--train-files", "x"]
     monkeypatch.setattr(finetune.torch.cuda, "is_available", lambda: False)
-    assert finetune.compile_enabled(parse(base)) is False
-    assert finetune.compile_enabled(parse([*base, "--compile"])) is True
+    assert parse(base).compile is False
+    assert parse(base).pad_to_multiple_of is None
+    assert parse([*base, "--compile"]).compile is True
+    assert parse([*base, "--compile"]).pad_to_multiple_of == 8  # bucketed shapes come with compilation
+    assert parse([*base, "--compile", "--pad-to-multiple-of", "16"]).pad_to_multiple_of == 16
     monkeypatch.setattr(finetune.torch.cuda, "is_available", lambda: True)
-    assert finetune.compile_enabled(parse(base)) is True
-    assert finetune.compile_enabled(parse([*base, "--cpu"])) is False
-    assert finetune.compile_enabled(parse([*base, "--no-compile"])) is False
+    assert parse(base).compile is True
+    assert parse([*base, "--cpu"]).compile is False
+    assert parse([*base, "--no-compile"]).compile is False
     arguments = finetune.training_arguments(parse([*base, "--compile", "--cpu"]), has_validation=False)
     assert arguments.torch_compile is True

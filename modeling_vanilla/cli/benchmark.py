@@ -200,17 +200,23 @@ def _measure_peer_training_memory(shape: tuple, ours: bool, precision: str, devi
     optimizer = adam(model)
     train_step_fn(model, batch(2), ours, precision, optimizer)()  # gradients and Adam's state exist from here on
     step = train_step_fn(model, batch(batch_size), ours, precision, optimizer)
+    queue.put(peak_added_mib(step, device))
+
+
+def peak_added_mib(step, device: str) -> float:
+    """MiB that one call of `step` adds at its peak: resident memory on the CPU, allocated memory on a GPU."""
+    import torch
+
     if device == "cuda":
         synchronize(device)
         torch.cuda.reset_peak_memory_stats()
         baseline = torch.cuda.memory_allocated()
         step()
         synchronize(device)
-        queue.put((torch.cuda.max_memory_allocated() - baseline) / 2**20)
-        return
+        return (torch.cuda.max_memory_allocated() - baseline) / 2**20
     baseline_kib = reset_peak_rss()
     step()
-    queue.put((peak_rss() - baseline_kib) / 1024)
+    return (peak_rss() - baseline_kib) / 1024
 
 
 def checkpointing(args: argparse.Namespace) -> dict:
@@ -270,7 +276,7 @@ def speed_of_shape(shape: str, peaks: dict, args: argparse.Namespace) -> dict:
     rows = measure_training((preset, vocab, batch_size, length), models, batch, flops, peaks, args)
     if not args.skip_generation:
         rows.update(measure_generation(shape, models, batch, length, args))
-        rows["bf16_generation_token_agreement"] = bf16_token_agreement(models["ours"], batch, length, args.device)
+        rows["bf16_generation_token_agreement"] = bf16_token_agreement(models["ours"], batch, length)
     print_speed_table(shape, rows)
     return {"batch": [batch_size, length], "train_flops_per_step": flops, "rows": rows}
 
@@ -318,7 +324,7 @@ def measure_generation(shape: str, models: dict, batch: dict, length: int, args)
         gen_batch = len(gen_inputs["input_ids"])  # the tiny shape has fewer sentences
         for name, model in models.items():
             for precision in ("fp32", "bf16"):
-                run = generate_fn(model, gen_inputs, beams, length, precision, args.device)
+                run = generate_fn(model, gen_inputs, beams, length, precision)
                 seconds = statistics.median(time_it(run, 1, max(2, args.repeats // 2), args.device))
                 rows[f"generate beam{beams} {name} {precision}"] = {
                     "tokens_per_s": gen_batch * length / seconds, "seconds": seconds}
@@ -326,14 +332,14 @@ def measure_generation(shape: str, models: dict, batch: dict, length: int, args)
     return rows
 
 
-def bf16_token_agreement(model, batch: dict, length: int, device: str = "cpu") -> float:
+def bf16_token_agreement(model, batch: dict, length: int) -> float:
     """Share of beam-4 tokens of our bf16 path equal to our fp32 path's, on the first 16 sentences."""
     import torch
 
     source = {k: batch[k][:16] for k in ("input_ids", "attention_mask")}
     with torch.no_grad():
-        ref = generate_fn(model, source, 4, length, "fp32", device)()
-        fast = generate_fn(model, source, 4, length, "bf16", device)()
+        ref = generate_fn(model, source, 4, length, "fp32")()
+        fast = generate_fn(model, source, 4, length, "bf16")()
     return (ref == fast).float().mean().item()
 
 
@@ -391,17 +397,7 @@ def _measure_loss(path: str, args: argparse.Namespace, queue) -> None:
 
     step()
     seconds = statistics.median(time_it(step, 1, args.repeats, args.device))
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        baseline = torch.cuda.memory_allocated()
-        step()
-        synchronize(args.device)
-        peak = (torch.cuda.max_memory_allocated() - baseline) / 2**20
-    else:
-        baseline_kib = reset_peak_rss()
-        step()
-        peak = (peak_rss() - baseline_kib) / 1024
-    queue.put({"seconds": seconds, "peak_mib": peak})
+    queue.put({"seconds": seconds, "peak_mib": peak_added_mib(step, args.device)})
 
 
 def loss_paths(args: argparse.Namespace) -> dict:
@@ -581,10 +577,11 @@ def train_step_fn(model, batch, ours: bool, precision: str, optimizer=None):
     return step
 
 
-def generate_fn(model, batch, beams: int, length: int, precision: str, device: str = "cpu"):
+def generate_fn(model, batch, beams: int, length: int, precision: str):
     import torch
 
     model.eval()
+    device = batch["input_ids"].device.type
 
     def run():
         with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):

@@ -54,7 +54,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..arguments import non_negative_float, non_negative_int, positive_float, positive_int, probability
 from ..data import load_corpus, preprocess_translation
 from ..model_folder import check_model_folder
-from ..options import add_data_arguments, check_data_arguments, data_source_options
+from ..options import add_data_arguments, check_data_arguments, data_source_options, resolve_compile
 from ..translation import score
 
 # What Trainer writes into its output folder: a folder holding one of these holds an earlier fine-tuning run.
@@ -113,7 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="Trainer's torch_compile (default: on a CUDA GPU, off on the CPU: docs/benchmarks.md)")
     train.add_argument("--pad-to-multiple-of", type=positive_int, default=None,
-                       help="pad batch lengths to a multiple of N, fewer shapes to compile (default: 8 with --compile)")
+                       help="pad batch lengths to a multiple of N, fewer shapes to compile (default: 8 with --compile, "
+                            "else none)")
 
     ev = parser.add_argument_group("evaluation and logging")
     ev.add_argument(
@@ -130,6 +131,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"argument --seed: must be in [0, 2**32 - 1], got {args.seed}")
     check_data_arguments(parser, args)
     check_output_dir(parser, args)
+    resolve_compile(args, cuda=torch.cuda.is_available() and not args.cpu)
     return args
 
 
@@ -208,15 +210,8 @@ def training_arguments(args: argparse.Namespace, has_validation: bool) -> Seq2Se
         save_steps=args.save_steps if args.save_steps > 0 else 500,
         save_total_limit=args.save_total_limit,
         report_to="none",
-        torch_compile=compile_enabled(args),
+        torch_compile=args.compile,
     )
-
-
-def compile_enabled(args: argparse.Namespace) -> bool:
-    """--compile, or by default: on a CUDA GPU (measured faster there), not on the CPU (measured no faster)."""
-    if args.compile is not None:
-        return args.compile
-    return torch.cuda.is_available() and not args.cpu
 
 
 class Seq2SeqTrainerForVanilla(Seq2SeqTrainer):
@@ -313,7 +308,7 @@ def run(argv=None) -> dict:
 
     trainer = build_trainer(model, tokenizer, training_args, splits["train"], splits.get("validation"),
                             label_smoothing=args.label_smoothing,
-                            pad_to_multiple_of=args.pad_to_multiple_of or (8 if compile_enabled(args) else None))
+                            pad_to_multiple_of=args.pad_to_multiple_of)
     metrics = dict(trainer.train(resume_from_checkpoint=True if args.resume else None).metrics)
     if has_validation:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
