@@ -90,7 +90,7 @@ def _layer_map(prefix: str, attentions: tuple[str, ...]) -> list[tuple[str, str,
 
 def weight_map(config: VanillaTransformerConfig) -> list[tuple[str, str, str]]:
     """Every weight of ours with its Marian name and the side of it that lies on the d_model axis."""
-    names = [("model.encoder.embed_tokens.weight", "model.shared.weight", "in")]
+    names = [("model.shared.weight", "model.shared.weight", "in")]
     for i in range(config.num_encoder_layers):
         names += _layer_map(f"model.encoder.layers.{i}", ("self_attn",))
     for i in range(config.num_decoder_layers):

@@ -413,9 +413,13 @@ def projected_cross_entropy(
 
 
 # The weight sharing, as transformers declares it (`_tied_weights_keys`, target -> source): it ties the weights again
-# after loading and after `resize_token_embeddings`, and saves the shared matrix once.
-TIED_DECODER_EMBEDDING = {"decoder.embed_tokens.weight": "encoder.embed_tokens.weight"}  # in VanillaTransformerModel
-TIED_PRE_SOFTMAX_PROJECTION = {"lm_head.weight": "model.encoder.embed_tokens.weight"}  # in ...ForConditionalGeneration
+# after loading and after `resize_token_embeddings`, and saves the shared matrix once, as `shared.weight`. As in
+# transformers' own encoder-decoders (BART, Marian), the bare model holds the one matrix as `shared`, and both stacks'
+# embeddings and the pre-softmax projection are tied to it. Folders saved before `shared` existed hold the matrix as
+# `encoder.embed_tokens.weight`: loading ties the other way round then (`PreTrainedModel.tie_weights`), and loads it.
+TIED_EMBEDDINGS = {"encoder.embed_tokens.weight": "shared.weight",  # in VanillaTransformerModel
+                   "decoder.embed_tokens.weight": "shared.weight"}
+TIED_PRE_SOFTMAX_PROJECTION = {"lm_head.weight": "model.shared.weight"}  # in ...ForConditionalGeneration
 
 
 # Section 3.5: positional encoding
@@ -799,6 +803,22 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
 
+    def mark_tied_weights_as_initialized(self, loading_info) -> None:
+        """As transformers', but a tie's source that the checkpoint lacks stays missing, so that it is initialized.
+
+        transformers flags every tied copy as initialized, then, for models defined outside transformers, drops from
+        the missing keys every parameter that carries the flag (a rule for code that shares whole modules). Both
+        stacks' embeddings are the module `shared` (section 3.4), so `shared.weight` carries its copies' flag; without
+        this, a checkpoint that lacks it would leave it on the meta device and report nothing missing. A source
+        whose copy the checkpoint holds (`encoder.embed_tokens.weight`, in folders saved before `shared` existed)
+        is loaded through that copy: it is not missing."""
+        ties = getattr(self, "all_tied_weights_keys", {})
+        missing = loading_info.missing_keys
+        missing_sources = {source for source in ties.values() if source in missing}
+        missing_sources -= {source for target, source in ties.items() if target not in missing}
+        super().mark_tied_weights_as_initialized(loading_info)
+        loading_info.missing_keys |= missing_sources
+
     def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs) -> None:
         """`PreTrainedModel.save_pretrained`, plus door 1 of the translation pipeline.
 
@@ -866,18 +886,19 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         super().__init__(config)
         encoder_embed, decoder_embed = token_embeddings(config)  # section 3.4
         if config.tie_word_embeddings:
-            self._tied_weights_keys = dict(TIED_DECODER_EMBEDDING)
+            self.shared = encoder_embed  # the one matrix of section 3.4, which both stacks use
+            self._tied_weights_keys = dict(TIED_EMBEDDINGS)
         self.encoder = VanillaTransformerEncoder(config, encoder_embed)
         self.decoder = VanillaTransformerDecoder(config, decoder_embed)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
-        return self.encoder.embed_tokens
+        return self.shared if self.config.tie_word_embeddings else self.encoder.embed_tokens
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.encoder.embed_tokens = value
         if self.config.tie_word_embeddings:
-            self.decoder.embed_tokens = value
+            self.shared = self.decoder.embed_tokens = value
 
     @_accept_past_key_values
     def forward(

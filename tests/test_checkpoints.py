@@ -151,12 +151,12 @@ def test_tied_weights_are_stored_once_and_tied_again_after_load(tmp_path, accele
     folder = CheckpointManager(tmp_path).save(accelerator, 1, **training.objects())
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         stored = set(f.keys())
-    assert "model.encoder.embed_tokens.weight" in stored
-    assert not {"lm_head.weight", "model.decoder.embed_tokens.weight"} & stored
+    assert "model.shared.weight" in stored
+    assert not {"lm_head.weight", "model.decoder.embed_tokens.weight", "model.encoder.embed_tokens.weight"} & stored
     fresh = new_training(accelerator, seed=1)
     CheckpointManager(tmp_path).load(folder, accelerator, **fresh.objects())
     model = accelerator.unwrap_model(fresh.model)
-    assert model.lm_head.weight is model.model.encoder.embed_tokens.weight
+    assert model.lm_head.weight is model.model.encoder.embed_tokens.weight is model.model.shared.weight
     assert torch.equal(model.lm_head.weight, accelerator.unwrap_model(training.model).lm_head.weight)
 
 
@@ -372,7 +372,7 @@ def test_averaging_takes_the_mean_of_new_checkpoints_and_of_saved_model_folders(
     model = accelerator.unwrap_model(new_training(accelerator, seed=1).model)
     load_averaged_weights(model, averaged)
     assert model.lm_head.weight is model.model.encoder.embed_tokens.weight
-    torch.testing.assert_close(model.lm_head.weight, averaged["model.encoder.embed_tokens.weight"])
+    torch.testing.assert_close(model.lm_head.weight, averaged["model.shared.weight"])
 
     # A model folder written by save_pretrained averages with a checkpoint: the same keys.
     accelerator.unwrap_model(training.model).save_pretrained(tmp_path / "model")
