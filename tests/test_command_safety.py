@@ -127,6 +127,8 @@ def bad_numbers(tmp: Path) -> list[tuple[str, list[str], str, str]]:
         *[("benchmark", ["loop", "--data", str(tmp / "data")], flag, "0")
           for flag in ("--max-tokens", "--vocab-size", "--steps", "--log-every", "--repeats")],
         *[("benchmark", ["loss"], flag, "0") for flag in ("--vocab", "--d-model", "--tokens", "--repeats")],
+        *[("benchmark", ["serve", "--model", str(tmp / "model"), "--input", str(tmp / "in.txt")], flag, "0")
+          for flag in ("--sentences", "--num-beams")],
         ("benchmark", ["checkpointing", "--preset", "tiny"], "--batch-size", "0"),
         ("benchmark", ["checkpointing", "--preset", "tiny"], "--length", "0"),
         ("explain", explain, "--max-items", "0"), ("explain", explain, "--tolerance", "-1"),

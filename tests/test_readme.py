@@ -75,12 +75,16 @@ def test_readme_commands_run_as_written_on_the_quickstart_model(tmp_path):
         if "--private" in command or command.startswith(("vanilla-finetune", "vanilla-train ", "accelerate")):
             continue  # an upload needs the Hub; training on Multi30k takes 10 minutes; tests/test_finetune.py
         command = command.replace("runs/multi30k", "runs/toy").replace(
-            "../shared/data/multi30k/test_2016_flickr.en", "data/toy/test.en")
+            "../shared/data/multi30k/test_2016_flickr.en", "data/toy/test.en").replace(
+            "../shared/data/multi30k/test_2016_flickr.de", "data/toy/test.de")
         result = run(command, tmp_path)
         assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
         ran.append(command.split()[0] if not command.startswith("echo") else "echo | vanilla-translate")
     assert {"vanilla-visualize", "vanilla-explain", "vanilla-figures", "vanilla-translate",
-            "echo | vanilla-translate", "vanilla-push", "vanilla-train-tokenizer"} <= set(ran), ran
+            "echo | vanilla-translate", "vanilla-push", "vanilla-train-tokenizer", "vanilla-export",
+            "vanilla-benchmark"} <= set(ran), ran
+    # The CTranslate2 folder translates like the model: the same lines as hyp.de
+    assert (tmp_path / "hyp-ct2.de").read_text() == (tmp_path / "hyp.de").read_text()
     assert len((tmp_path / "hyp.de").read_text().splitlines()) == len((tmp_path / "data/toy/test.en").read_text().splitlines())
     assert (tmp_path / "upload" / "README.md").is_file()
 

@@ -13,6 +13,10 @@ none). `--device cuda` measures a GPU with the same commands.
     # Peak training memory with and without activation (gradient) checkpointing, base shape:
     vanilla-benchmark checkpointing --preset base --batch-size 64 --length 32
 
+    # Serving: our generate() (fp32, bf16) against CTranslate2 (fp32, int8) on the same sentences, beam 4:
+    vanilla-benchmark serve --model runs/multi30k --input ../shared/data/multi30k/test_2016_flickr.en \
+        --reference ../shared/data/multi30k/test_2016_flickr.de
+
     # Does it run? The smallest settings take seconds (the numbers mean nothing):
     vanilla-benchmark speed --shapes tiny --warmup 0 --repeats 1
     vanilla-benchmark checkpointing --preset tiny --batch-size 2 --length 4
@@ -36,6 +40,11 @@ SHAPES = {
     "small": ("small", 8000, 128, 16),
     "tiny": ("tiny", 99, 8, 8),  # a check that the benchmark runs, in seconds; not a measurement
 }
+
+
+# name: (engine, weights): our generate() with the model cast to a dtype, or CTranslate2 with weights quantized so
+SERVE_BACKENDS = {"ours-fp32": ("ours", "float32"), "ours-bf16": ("ours", "bfloat16"),
+                  "ctranslate2-fp32": ("ctranslate2", None), "ctranslate2-int8": ("ctranslate2", "int8")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,23 +85,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     loss.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     loss.add_argument("--repeats", type=positive_int, default=5)
     loss.add_argument("--json", help="also write the results to this file")
+    serve = sub.add_parser("serve", help="translation speed of our generate() and of CTranslate2, same sentences")
+    serve.add_argument("--model", required=True, help="a model folder of ours, with its tokenizer")
+    serve.add_argument("--input", required=True, type=Path, help="sentences to translate, one per line")
+    serve.add_argument("--reference", type=Path, help="their translations, one per line: BLEU of every backend")
+    serve.add_argument("--sentences", type=positive_int, default=1000, help="the first N lines of --input")
+    serve.add_argument("--batch-size", type=positive_int, default=32)
+    serve.add_argument("--num-beams", type=positive_int, default=4)
+    serve.add_argument("--backends", nargs="+", choices=SERVE_BACKENDS, default=list(SERVE_BACKENDS))
+    serve.add_argument("--json", help="also write the results to this file")
     ckpt = sub.add_parser("checkpointing", help="peak training memory with and without activation checkpointing")
     ckpt.add_argument("--preset", default="base", choices=["tiny", "small", "base", "big"])
     ckpt.add_argument("--batch-size", type=positive_int, default=64)
     ckpt.add_argument("--length", type=positive_int, default=32, help="source and target tokens per sentence")
     ckpt.add_argument("--json", help="also write the results to this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.benchmark == "serve":
+        for flag, path in (("--input", args.input), ("--reference", args.reference)):
+            if path is not None and not path.is_file():
+                parser.error(f"{flag} {path} does not exist or is not a file.")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     machine = machine_line(getattr(args, "device", "cpu"))
     print(f"vanilla-benchmark {args.benchmark} on {machine}")
-    commands = {"checkpointing": checkpointing, "speed": speed, "loop": loop, "loss": loss_paths}
+    commands = {"checkpointing": checkpointing, "speed": speed, "loop": loop, "loss": loss_paths, "serve": serve}
     results = commands[args.benchmark](args)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "machine": machine, "results": results}, f, indent=2)
+            json.dump({"args": vars(args), "machine": machine, "results": results}, f, indent=2, default=str)
     return 0
 
 
@@ -411,6 +434,70 @@ def loss_paths(args: argparse.Namespace) -> dict:
     print(f"projected / plain: time x{ratio(projected['seconds'], plain['seconds']):.2f}, peak memory "
           f"x{ratio(projected['peak_mib'], plain['peak_mib']):.2f}")
     return results
+
+
+# Serving: the same sentences through each backend
+
+
+def serve(args: argparse.Namespace) -> dict:
+    """Translate the first --sentences lines of --input with each backend, beam --num-beams, --batch-size sentences
+    per call (one untimed batch first). Tokens/s counts each output's tokens (re-tokenized, plus </s>), the same rule
+    for every backend; "same as ours" is the share of outputs identical to ours-fp32's (when it ran)."""
+    import copy
+    import tempfile
+
+    import torch
+
+    from ..arguments import read_lines
+    from ..model_folder import load_model_and_tokenizer
+    from ..serving import CTranslate2Translator, to_ctranslate2
+    from ..translation import score, translate
+
+    sentences = list(itertools.islice(read_lines(args.input), args.sentences))
+    references = list(itertools.islice(read_lines(args.reference), args.sentences)) if args.reference else None
+    model, tokenizer = load_model_and_tokenizer(args.model, vanilla_only=True)
+    results, outputs = {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.backends:
+            engine, weights = SERVE_BACKENDS[name]
+            if engine == "ours":
+                backend = copy.deepcopy(model).to(getattr(torch, weights))  # the float32 model stays as it was
+                run = lambda batch, m=backend: translate(m, tokenizer, batch, batch_size=args.batch_size,  # noqa: E731
+                                                         num_beams=args.num_beams)
+                size = sum(p.numel() * p.element_size() for p in {p.data_ptr(): p for p in backend.parameters()}.values())
+            else:
+                path = to_ctranslate2(model, tokenizer, Path(folder) / name, quantization=weights)
+                translator = CTranslate2Translator(path)
+                run = lambda batch, t=translator: t.translate(batch, batch_size=args.batch_size,  # noqa: E731
+                                                              num_beams=args.num_beams)
+                size = (path / "model.bin").stat().st_size
+            run(sentences[: args.batch_size])  # warmup
+            start = time.perf_counter()
+            hypotheses = run(sentences)
+            seconds = time.perf_counter() - start
+            tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1 for text in hypotheses)
+            outputs[name] = hypotheses
+            results[name] = {"seconds": seconds, "sentences_per_s": len(sentences) / seconds,
+                             "tokens_per_s": tokens / seconds, "weights_mib": size / 2**20,
+                             **({"bleu": score(hypotheses, references)["bleu"]} if references else {})}
+    print_serve_table(args, results, outputs)
+    return results
+
+
+def print_serve_table(args: argparse.Namespace, results: dict, outputs: dict) -> None:
+    first = next(iter(results))
+    reference = outputs.get("ours-fp32")
+    print(f"\n{len(outputs[first])} sentences of {args.input}, beam {args.num_beams}, batches of {args.batch_size}")
+    print("| backend | sentences/s | tokens/s | x ours-fp32 | weights MiB | same as ours-fp32 | BLEU |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in results.items():
+        speedup = ratio(r["sentences_per_s"], results["ours-fp32"]["sentences_per_s"]) if "ours-fp32" in results else None
+        same = (sum(a == b for a, b in zip(outputs[name], reference, strict=True)) / len(reference)
+                if reference is not None else None)
+        r["same_as_ours_fp32"] = same
+        print(f"| {name} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+              f"{'-' if speedup is None else f'{speedup:.2f}x'} | {r['weights_mib']:.1f} | "
+              f"{'-' if same is None else f'{same:.1%}'} | {r.get('bleu', '-')} |")
 
 
 # The training loop on real token batches

@@ -15,6 +15,9 @@ Examples:
     # Standard input to standard output, greedy, at most 40 new tokens per sentence
     echo "A man rides a bike." | vanilla-translate runs/multi30k-en-de --num-beams 1 --max-new-tokens 40
 
+    # With CTranslate2 (a folder written by vanilla-export --to ctranslate2; pip install "vanilla-transformer[serve]")
+    vanilla-translate runs/multi30k-ct2 --backend ctranslate2 --input test.en --output hyp.de
+
 The model is a folder written by `save_pretrained` (with its tokenizer) or a Hub repo id. Translation goes through
 `modeling_vanilla.translation.translate`, the helper that training's BLEU uses too.
 """
@@ -25,11 +28,13 @@ import argparse
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
 from ..arguments import TextFileError, positive_int, read_lines, replacing, same_file
 from ..model_folder import load_model_and_tokenizer
+from ..serving import COMPUTE_TYPES
 from ..translation import one_line, translate
 
 
@@ -50,7 +55,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="most tokens per translation (default: input length + 50, section 6.1)",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU if there is one, else cpu)")
+    parser.add_argument(
+        "--backend", choices=["transformers", "ctranslate2"], default="transformers",
+        help="transformers: our generate() on a model folder (default); ctranslate2: a folder written by "
+             "vanilla-export --to ctranslate2",
+    )
+    parser.add_argument(
+        "--compute-type", choices=COMPUTE_TYPES, default="default",
+        help="with --backend ctranslate2: the type to compute in (default: the type the weights were saved as)",
+    )
     args = parser.parse_args(argv)
+    if args.compute_type != "default" and args.backend != "ctranslate2":
+        parser.error("--compute-type applies to --backend ctranslate2 only")
     if args.input is not None:
         if not args.input.is_file():
             parser.error(f"--input {args.input} does not exist or is not a file.")
@@ -70,11 +86,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def translate_lines(model, tokenizer, lines: Iterable[str], batch_size: int, **generate_kwargs) -> Iterator[str]:
-    """Translations of `lines` (without their line ends), in order, one line each, a batch at a time."""
+def translate_lines(translate_batch, lines: Iterable[str], batch_size: int) -> Iterator[str]:
+    """Translations of `lines` (without their line ends), in order, one line each, a batch at a time.
+    `translate_batch(sentences, batch_size=...)` gives the translations of a list of sentences."""
     lines = iter(lines)
     while batch := list(islice(lines, batch_size)):
-        for text in translate(model, tokenizer, batch, batch_size=batch_size, **generate_kwargs):
+        for text in translate_batch(batch, batch_size=batch_size):
             yield one_line(text)
 
 
@@ -82,22 +99,31 @@ def main(argv=None) -> int:
     import torch
 
     args = parse_args(argv)
-    try:
-        model, tokenizer = load_model_and_tokenizer(args.model)
-    except (FileNotFoundError, ValueError) as error:  # no such model; a tokenizer that is not the model's
-        raise SystemExit(f"vanilla-translate: error: {error}") from None
-    model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     generate_kwargs = {
         name: value for name, value in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens))
         if value is not None
     }
+    try:
+        if args.backend == "ctranslate2":
+            from ..serving import CTranslate2Translator
+
+            translator = CTranslate2Translator(args.model, device=device.split(":")[0], compute_type=args.compute_type,
+                                               device_index=int(device.split(":")[1]) if ":" in device else 0)
+            translate_batch = partial(translator.translate, **generate_kwargs)
+        else:
+            model, tokenizer = load_model_and_tokenizer(args.model)
+            model.to(device)
+            translate_batch = partial(translate, model, tokenizer, **generate_kwargs)
+    except (FileNotFoundError, ValueError, ImportError) as error:  # no such model; a tokenizer not the model's
+        raise SystemExit(f"vanilla-translate: error: {error}") from None
     if args.input is not None:
         lines = read_lines(args.input)
     else:  # bytes where there are (a real stdin), so that only "\n" splits lines and a bad byte names its line
         lines = read_lines("standard input", getattr(sys.stdin, "buffer", sys.stdin))
     with replacing(args.output) if args.output else nullcontext(sys.stdout) as target:
         try:
-            for translation in translate_lines(model, tokenizer, lines, args.batch_size, **generate_kwargs):
+            for translation in translate_lines(translate_batch, lines, args.batch_size):
                 target.write(translation + "\n")
                 target.flush()
         except TextFileError as error:  # only standard input can still hold one: files were checked
