@@ -28,7 +28,13 @@ from collections.abc import Iterable, Iterator
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "SPECIAL_TOKENS", "UNK_ID", "round_trip_failures", "train_bpe_tokenizer"]
+__all__ = ["BOS_ID", "EOS_ID", "KINDS", "PAD_ID", "SPECIAL_TOKENS", "UNK_ID", "round_trip_failures",
+           "train_bpe_tokenizer"]
+
+# byte-level: the design above. metaspace: words split at spaces, each marked with "▁" (SentencePiece's
+# convention), text NFKC-normalized, BPE over characters; characters unseen in training become <unk>, and NFKC
+# changes some strings (ligatures, full-width forms), so decoding is exact only for NFKC text without them.
+KINDS = ("byte-level", "metaspace")
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN = "<pad>", "<s>", "</s>", "<unk>"
 # The position in this tuple is the token id; it must agree with the model config's pad/bos/eos ids.
@@ -44,6 +50,7 @@ def train_bpe_tokenizer(
     texts: Iterable[str],
     vocab_size: int = 37000,
     *,
+    kind: str = "byte-level",
     min_frequency: int = 2,
     model_max_length: int = 1024,
     show_progress: bool = False,
@@ -56,6 +63,7 @@ def train_bpe_tokenizer(
         vocab_size: size of the vocabulary including the 4 special tokens; 37000 for the paper's EN-DE. At
             least 260 (the 256 byte symbols and the special tokens). Fewer tokens result when the corpus has
             fewer pairs occurring `min_frequency` times than merges asked for.
+        kind: "byte-level" (default, exact round trip, no <unk>) or "metaspace" (see `KINDS`).
         min_frequency: a pair of symbols must occur this often to be merged.
         model_max_length: longest sequence the model accepts, stored in the tokenizer (the config's
             `max_position_embeddings`, 1024 by default).
@@ -74,21 +82,30 @@ def train_bpe_tokenizer(
             f"vocab_size={vocab_size} is too small: byte-level BPE needs at least {_MIN_VOCAB_SIZE} tokens "
             f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens). The paper uses 37000 for EN-DE."
         )
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: choose one of {', '.join(KINDS)}.")
     if model_max_length < 2:
         raise ValueError(f"model_max_length={model_max_length} must be at least 2 (one token and </s>).")
 
     counter = {"texts": 0, "non_empty": 0}
     backend = Tokenizer(models.BPE(unk_token=UNK_TOKEN))
-    backend.normalizer = normalizers.NFC()
-    # add_prefix_space=False keeps a sentence's first word without a leading space, so decoding adds none.
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    backend.decoder = decoders.ByteLevel()
+    alphabet = {}
+    if kind == "byte-level":
+        backend.normalizer = normalizers.NFC()
+        # add_prefix_space=False keeps a sentence's first word without a leading space, so decoding adds none.
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        backend.decoder = decoders.ByteLevel()
+        alphabet = {"initial_alphabet": pre_tokenizers.ByteLevel.alphabet()}
+    else:
+        backend.normalizer = normalizers.NFKC()
+        backend.pre_tokenizer = pre_tokenizers.Metaspace()
+        backend.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
         special_tokens=list(SPECIAL_TOKENS),  # added first, in order: ids 0, 1, 2, 3
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
+        **alphabet,
     )
     backend.train_from_iterator(_batched_checked(texts, counter), trainer=trainer)
     if counter["non_empty"] == 0:

@@ -212,7 +212,8 @@ def get_tokenizer(run: Run, raw):
         # was built for.
         positions = getattr(VanillaTransformerConfig, args.preset)(**args.config_overrides).max_position_embeddings
         tokenizer = train_bpe_tokenizer(iter_sentences(raw["train"], [args.source_lang, args.target_lang]),
-                                        vocab_size=args.vocab_size, model_max_length=positions)
+                                        vocab_size=args.vocab_size, kind=args.tokenizer_type,
+                                        model_max_length=positions)
         tokenizer.save_pretrained(run.out)
         return tokenizer
 

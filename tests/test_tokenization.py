@@ -153,6 +153,19 @@ def test_multi30k_8000_round_trips_every_test2016_line():
 # The command `vanilla-train-tokenizer` (modeling_vanilla.cli.train_tokenizer; scripts/train_tokenizer.py calls it).
 
 
+def test_metaspace_kind_marks_words_normalizes_nfkc_and_maps_unseen_characters_to_unk():
+    tokenizer = train_bpe_tokenizer(CORPUS * 5, vocab_size=400, kind="metaspace", model_max_length=128)
+    assert [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3]
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("A girl runs")["input_ids"])
+    assert tokens[0].startswith("▁") and tokens[-1] == "</s>"  # words carry SentencePiece's space mark
+    assert round_trip_failures(tokenizer, CORPUS) == []  # NFKC text of seen characters comes back exactly
+    ids = tokenizer("Příliš 🚲")["input_ids"]
+    assert 3 in ids  # <unk>: unlike byte-level BPE, characters never seen in training are lost
+    assert tokenizer.decode(tokenizer("ﬁne Ａ")["input_ids"], skip_special_tokens=True) == "fine A"  # NFKC
+    with pytest.raises(ValueError, match="kind='wordpiece': choose one of byte-level, metaspace"):
+        train_bpe_tokenizer(CORPUS, vocab_size=400, kind="wordpiece")
+
+
 def test_train_tokenizer_command_help_exits_0(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_tokenizer.main(["--help"])

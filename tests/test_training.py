@@ -297,6 +297,29 @@ def test_bad_arguments_fail_before_training(toy_data, tmp_path, capsys, extra, m
     assert message in capsys.readouterr().err
 
 
+def test_a_recipe_sets_defaults_that_flags_given_win_over(toy_data, tmp_path, capsys):
+    from modeling_vanilla.options import RECIPES
+    from modeling_vanilla.options import parse_train_args as parse_args
+
+    recipe = RECIPES["multi30k"]
+    data = ["--source-lang", "en", "--target-lang", "de", "--train-files", str(toy_data / "train")]
+    args = parse_args(["--recipe", "multi30k", *data, "--output-dir", str(tmp_path / "a")])
+    for flag, value in recipe["flags"].items():
+        assert getattr(args, flag) == value, flag
+    assert args.override == recipe["override"] and args.recipe == "multi30k"
+    plain = parse_args([*data, "--output-dir", str(tmp_path / "a"), "--max-steps", "1"])
+    assert [flag for flag in recipe["flags"] if getattr(plain, flag) == recipe["flags"][flag]] != list(recipe["flags"])
+    # train_args gives --preset tiny, --override dropout=0.0 and others: given flags win over the recipe's
+    args = parse_args(train_args(toy_data, tmp_path / "b", "--recipe", "multi30k", "--lr-scale", "0.5",
+                                 "--override", "dropout=0.25"))
+    assert args.preset == "tiny" and args.lr_scale == 0.5 and args.vocab_size == 300
+    assert args.override == recipe["override"] + ["dropout=0.25"]  # the last --override list, as without a recipe
+    assert args.config_overrides["dropout"] == 0.25
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(train_args(toy_data, tmp_path / "c", "--recipe", "wmt99"))
+    assert exit_info.value.code == 2 and "--recipe: invalid choice: 'wmt99'" in capsys.readouterr().err
+
+
 def test_output_folder_with_a_different_run_is_refused(toy_data, tmp_path, capsys):
     from modeling_vanilla.options import RUN_CONFIG
     from modeling_vanilla.options import parse_train_args as parse_args
