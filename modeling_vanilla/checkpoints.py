@@ -432,12 +432,10 @@ def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
     """Load `weights` into `model`; only tied copies (`all_tied_weights_keys`) may be absent, then they are re-tied.
-    The source of a tie may be absent too when one of its copies is there: checkpoints written before the model had
-    `shared` hold the embedding as `model.encoder.embed_tokens.weight`, which is the same parameter."""
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = dict(getattr(model, "all_tied_weights_keys", {}) or {})
-    loaded_sources = {source for target, source in tied.items() if target in weights}
-    missing = [k for k in missing if k not in tied and k not in loaded_sources]
+    Checkpoints written before the model had `shared` are read in the current layout (`current_layout`)."""
+    missing, unexpected = model.load_state_dict(current_layout(weights), strict=False)
+    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
+    missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise ValueError(f"The weights in {source} do not fit the model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}.")
@@ -515,7 +513,9 @@ def verified_weights(folder: str | os.PathLike) -> Path:
 def current_layout(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Weights saved before the model had `shared` hold section 3.4's one matrix as `encoder.embed_tokens.weight`
     (its tied copies left out; an untied model stores the decoder's too): renamed `shared.weight`, so that they
-    average with newer ones. Other weights are returned as they are."""
+    average with newer ones and load into today's model. Other weights are returned as they are; `weights` itself
+    is not changed."""
+    weights = dict(weights)
     for prefix in ("model.", ""):
         old, copy, new = (f"{prefix}{name}.weight" for name in ("encoder.embed_tokens", "decoder.embed_tokens", "shared"))
         if old in weights and copy not in weights and new not in weights:

@@ -24,13 +24,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from itertools import islice
 from pathlib import Path
 
 import torch
 
 from .export import ExportError
-from .modeling_vanilla import MAX_OUTPUT_LENGTH_OFFSET, embedding_scale
+from .modeling_vanilla import MAX_OUTPUT_LENGTH_OFFSET
+from .translation import length_sorted_batches
 
 QUANTIZATIONS = ("int8", "int8_float32", "float16", "bfloat16")  # what `--quantization` offers
 COMPUTE_TYPES = ("default", "float32", "int8", "int8_float32", "float16", "bfloat16", "int8_float16", "int8_bfloat16")
@@ -96,10 +96,22 @@ def _stack(spec, stack, config) -> None:
     """Embedding, its scale, the explicit position table, the final LayerNorm of a pre-norm stack."""
     embeddings = spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings
     embeddings.weight = _array(stack.embed_tokens.weight)
-    spec.scale_embeddings = embedding_scale(config) if config.scale_embedding else False
+    spec.scale_embeddings = stack.embed_scale  # sqrt(d_model), or 1.0 with scale_embedding=False
     spec.position_encodings.encodings = _array(stack.embed_positions.span(0, config.max_position_embeddings))
     if stack.layer_norm is not None:
         _layer_norm(spec.layer_norm, stack.layer_norm)
+
+
+def _layer(spec, layer) -> None:
+    """An encoder layer (self-attention, feed-forward) or a decoder layer (with encoder-decoder attention between)."""
+    _attention(spec.self_attention, layer.self_attn, self_attention=True)
+    _layer_norm(spec.self_attention.layer_norm, layer.self_attn_layer_norm)
+    if hasattr(layer, "encoder_attn"):
+        _attention(spec.attention, layer.encoder_attn, self_attention=False)
+        _layer_norm(spec.attention.layer_norm, layer.encoder_attn_layer_norm)
+    _linear(spec.ffn.linear_0, layer.ffn.fc1)
+    _linear(spec.ffn.linear_1, layer.ffn.fc2)
+    _layer_norm(spec.ffn.layer_norm, layer.final_layer_norm)
 
 
 @torch.no_grad()
@@ -113,23 +125,10 @@ def ctranslate2_spec(model, tokens: Sequence[str]):
         (config.num_encoder_layers, config.num_decoder_layers), config.num_heads,
         pre_norm=config.layer_norm == "pre", activation=common_spec.Activation.RELU,
     )
-    encoder, decoder = model.model.encoder, model.model.decoder
-    _stack(spec.encoder, encoder, config)
-    for layer_spec, layer in zip(spec.encoder.layer, encoder.layers, strict=True):
-        _attention(layer_spec.self_attention, layer.self_attn, self_attention=True)
-        _layer_norm(layer_spec.self_attention.layer_norm, layer.self_attn_layer_norm)
-        _linear(layer_spec.ffn.linear_0, layer.ffn.fc1)
-        _linear(layer_spec.ffn.linear_1, layer.ffn.fc2)
-        _layer_norm(layer_spec.ffn.layer_norm, layer.final_layer_norm)
-    _stack(spec.decoder, decoder, config)
-    for layer_spec, layer in zip(spec.decoder.layer, decoder.layers, strict=True):
-        _attention(layer_spec.self_attention, layer.self_attn, self_attention=True)
-        _layer_norm(layer_spec.self_attention.layer_norm, layer.self_attn_layer_norm)
-        _attention(layer_spec.attention, layer.encoder_attn, self_attention=False)
-        _layer_norm(layer_spec.attention.layer_norm, layer.encoder_attn_layer_norm)
-        _linear(layer_spec.ffn.linear_0, layer.ffn.fc1)
-        _linear(layer_spec.ffn.linear_1, layer.ffn.fc2)
-        _layer_norm(layer_spec.ffn.layer_norm, layer.final_layer_norm)
+    for stack_spec, stack in ((spec.encoder, model.model.encoder), (spec.decoder, model.model.decoder)):
+        _stack(stack_spec, stack, config)
+        for layer_spec, layer in zip(stack_spec.layer, stack.layers, strict=True):
+            _layer(layer_spec, layer)
     _linear(spec.decoder.projection, model.lm_head)
 
     spec.config.layer_norm_epsilon = config.layer_norm_eps
@@ -223,9 +222,8 @@ class CTranslate2Translator:
                   max_new_tokens: int | None = None) -> list[str]:
         """Translations of `sentences`, in their order; a blank sentence gives "". Sentences of similar length are
         batched together, as `translation.translate` does."""
-        order = iter(sorted((i for i, text in enumerate(sentences) if text.strip()), key=lambda i: len(sentences[i])))
         results = ["" for _ in sentences]
-        while chunk := list(islice(order, batch_size)):
+        for chunk in length_sorted_batches(sentences, range(len(sentences)), batch_size):
             outputs = self.translate_tokens([sentences[i] for i in chunk], num_beams, max_new_tokens)
             ids = [self.tokenizer.convert_tokens_to_ids(tokens) for tokens in outputs]
             for i, text in zip(chunk, self.tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):

@@ -5,7 +5,7 @@ BLEU, fine-tuning, the translate command and the attention tools share. Decoding
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -27,6 +27,14 @@ def generate_ids(model, tokenizer, sentences: Sequence[str], **generate_kwargs) 
     return translations
 
 
+def length_sorted_batches(sentences: Sequence[str], indices: Iterable[int], batch_size: int) -> Iterator[list[int]]:
+    """The non-blank sentences among `indices`, sorted by length and cut into batches of `batch_size` (similar
+    lengths together: less padding). Every translation backend batches this way."""
+    mine = sorted((i for i in indices if sentences[i].strip()), key=lambda i: len(sentences[i]))
+    for start in range(0, len(mine), batch_size):
+        yield mine[start : start + batch_size]
+
+
 @torch.no_grad()
 def translate(model, tokenizer, sentences: Sequence[str], batch_size: int = 64, accelerator=None,
               **generate_kwargs) -> list[str]:
@@ -42,12 +50,9 @@ def translate(model, tokenizer, sentences: Sequence[str], batch_size: int = 64, 
         rank, world = 0, 1
     was_training = model.training
     model.eval()
-    # Blank sentences translate to "" without a generate() call; the rest are sorted by length (less padding).
-    mine = sorted((i for i in range(rank, len(sentences), world) if sentences[i].strip()),
-                  key=lambda i: len(sentences[i]))
+    # Blank sentences translate to "" without a generate() call.
     results = [(i, "") for i in range(rank, len(sentences), world) if not sentences[i].strip()]
-    for start in range(0, len(mine), batch_size):
-        chunk = mine[start : start + batch_size]
+    for chunk in length_sorted_batches(sentences, range(rank, len(sentences), world), batch_size):
         autocast = accelerator.autocast() if accelerator is not None else nullcontext()
         with autocast:
             ids = generate_ids(model, tokenizer, [sentences[i] for i in chunk], **generate_kwargs)
