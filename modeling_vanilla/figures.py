@@ -5,6 +5,8 @@
 - `plot_causal_mask`: the decoder's mask of section 3.2.3, as the model builds it.
 - `plot_label_smoothing` and `label_smoothing_target`: the target distribution of section 5.4.
 - `make_figures`: writes the four as PNG files (the `vanilla-figures` command).
+- `plot_curves`: validation BLEU against training minutes of several runs (`curves.py` records; `vanilla-figures
+  --curves`), the learning curves of docs/results.md.
 
 Figures are `matplotlib.figure.Figure` objects built without pyplot (no global state, no GUI backend); `savefig`
 renders them with Agg. matplotlib is imported when the first figure is made (`new_figure`), so importing this
@@ -117,6 +119,26 @@ def plot_label_smoothing(vocab_size: int = 10, labels: Sequence[int] = (2, 5, 7,
     figure.colorbar(image, ax=ax, shrink=0.8, label="target probability")
     ax.set_title(f"Label smoothing, epsilon = {epsilon}: 1 - epsilon + epsilon/V on the reference, epsilon/V elsewhere",
                  fontsize=9)
+    return figure
+
+
+def plot_curves(curves: dict[str, Sequence[dict]], title: str = "Validation BLEU against training time"):
+    """One line per run: BLEU ("bleu") against training minutes ("minutes"), points in the order of the minutes,
+    labelled with the run's name and its last BLEU."""
+    if not curves:
+        raise ValueError("plot_curves needs at least one curve.")
+    figure = new_figure(figsize=(7, 4.2))
+    ax = figure.subplots()
+    for label, records in curves.items():
+        points = sorted((record["minutes"], record["bleu"]) for record in records)
+        minutes, bleu = zip(*points)
+        ax.plot(minutes, bleu, marker="o", markersize=3, label=f"{label} (last: {bleu[-1]:.1f})")
+    ax.set_xlabel("training minutes (tokenizer included)")
+    ax.set_ylabel("BLEU")
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
     return figure
 
 

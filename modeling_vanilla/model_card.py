@@ -73,6 +73,22 @@ def describe_architecture(config) -> str:
             f"{config.layer_norm}-norm, vocabulary {config.vocab_size}")
 
 
+RECIPE_COLUMNS = (("direction", "direction"), ("seed", "seed"), ("minutes", "minutes"), ("updates", "updates"),
+                  ("epochs", "epochs"), ("val_bleu", "val BLEU"), ("test_bleu", "test BLEU"),
+                  ("test_chrf", "test chrF"), ("peer_test_bleu", "peer's test BLEU"))
+
+
+def recipe_table(name: str, runs: Sequence[dict]) -> str:
+    """The measured runs of a named recipe (`options.RECIPES[name]["runs"]`) as a Markdown table for the card."""
+    rows = ["| " + " | ".join(title for _, title in RECIPE_COLUMNS) + " |",
+            "|" + "|".join(" --- " for _ in RECIPE_COLUMNS) + "|"]
+    for run in runs:
+        rows.append("| " + " | ".join("-" if run.get(key) is None else str(run[key]) for key, _ in RECIPE_COLUMNS) + " |")
+    return (f"This model was trained with the recipe `{name}` (`vanilla-train --recipe {name}`). Its final runs, "
+            f"measured in the project's docs/results.md (the peer: MarianMTModel of the same size trained with "
+            f"Seq2SeqTrainer for the same minutes on the same machine):\n\n" + "\n".join(rows))
+
+
 def card_metadata(text: str) -> dict:
     """The YAML header of a model card (between the leading `---` lines), as a dict."""
     import yaml

@@ -33,7 +33,7 @@ from .checkpoints import CheckpointManager, TrainState, average_checkpoints, loa
 from .evaluation import batch_loss, bleu_on_split, validation_loss
 from .hardware import default_precision, gpu_available
 from .optimization import build_optimizer, build_scheduler, skips_on_device
-from .options import RUN_CONFIG, checkpointing, data_fingerprint, data_source_options, resolve_compile
+from .options import RECIPES, RUN_CONFIG, checkpointing, data_fingerprint, data_source_options, resolve_compile
 
 METRICS = "metrics.jsonl"
 
@@ -656,13 +656,14 @@ def write_model_folder(run: Run, corpus: Corpus, model, summary: dict, weights: 
 
 def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -> str:
     """The model card of a training run: model_card.md filled with this run's facts."""
-    from .model_card import describe_architecture, write_model_card
+    from .model_card import describe_architecture, recipe_table, write_model_card
 
     hub_dataset = args.dataset or args.card_dataset
     train_files = args.train_files or args.train_jsonl or []
     departures = ", ".join(f"{k}={v}" for k, v in args.config_overrides.items()) or "none"
     averaged = summary["averaged_checkpoints"]
     device = "GPU" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    recipe_runs = RECIPES[args.recipe].get("runs", []) if getattr(args, "recipe", None) else []
 
     def result(split):
         r = summary.get(split)
@@ -689,5 +690,6 @@ def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -
                  f"{args.precision}; {summary['train_minutes']} minutes on {device}; final weights "
                  + (f"averaged over the last {averaged} checkpoints." if averaged else "of the last step."),
         evaluation=f"Validation: {result('validation')}. Test: {result('test')}. Beam {args.num_beams}, "
-                   f"length penalty {args.length_penalty}.",
+                   f"length penalty {args.length_penalty}." + (
+                       f"\n\n{recipe_table(args.recipe, recipe_runs)}" if recipe_runs else ""),
     )

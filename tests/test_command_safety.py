@@ -112,7 +112,7 @@ def bad_numbers(tmp: Path) -> list[tuple[str, list[str], str, str]]:
         ("translate", translate, "--batch-size", "0"), ("translate", translate, "--num-beams", "0"),
         ("translate", translate, "--max-new-tokens", "-1"),
         ("evaluate", evaluate, "--batch-size", "0"), ("evaluate", evaluate, "--num-beams", "-1"),
-        ("evaluate", evaluate, "--length-penalty", "nan"),
+        ("evaluate", evaluate, "--length-penalty", "nan"), ("evaluate", evaluate, "--average", "0"),
         ("average_checkpoints", average, "--last", "0"), ("average_checkpoints", average, "--last", "-1"),
         ("push_to_hub", push, "--bleu", "-1"), ("push_to_hub", push, "--bleu", "101"),
         ("train_tokenizer", tokenizer, "--vocab-size", "259"), ("train_tokenizer", tokenizer, "--min-frequency", "0"),

@@ -623,3 +623,27 @@ def test_flag_combinations_reach_a_savable_generation_config_and_a_valid_card(to
         assert metadata["datasets"] == [args.card_dataset]
         assert metadata["model-index"][0]["name"] == args.model_name
     assert str(toy_data) not in card  # the local folder of --train-files is not published
+
+
+def test_the_card_of_a_recipe_run_shows_the_recipes_measured_runs(toy_data, tmp_path, monkeypatch):
+    from modeling_vanilla import VanillaTransformerConfig
+    from modeling_vanilla.options import RECIPES, parse_train_args
+    from modeling_vanilla.tokenization import train_bpe_tokenizer
+    from modeling_vanilla.trainer import run_model_card
+
+    runs = [{"direction": "en-de", "seed": 1, "minutes": 60.0, "updates": 5900, "epochs": 45.2, "val_bleu": 40.1,
+             "test_bleu": 41.2, "test_chrf": 66.0, "peer_test_bleu": 38.0},
+            {"direction": "de-en", "seed": 2, "minutes": 60.0, "updates": 5800, "epochs": 44.0, "val_bleu": 42.5,
+             "test_bleu": None, "test_chrf": None, "peer_test_bleu": None}]
+    monkeypatch.setitem(RECIPES["multi30k"], "runs", runs)
+    tokenizer = train_bpe_tokenizer(["a b c"] * 10, vocab_size=270)
+    summary = {"step": 1, "epochs": 0.1, "tokens_seen": 10, "train_minutes": 0.1, "averaged_checkpoints": 0,
+               "parameters": 1000, "processes": 1}
+    config = VanillaTransformerConfig.tiny(vocab_size=len(tokenizer))
+    with_recipe = parse_train_args(train_args(toy_data, tmp_path / "a", "--max-steps", "1", "--recipe", "multi30k"))
+    card = run_model_card(with_recipe, config, summary, tokenizer)
+    assert "trained with the recipe `multi30k`" in card
+    assert "| en-de | 1 | 60.0 | 5900 | 45.2 | 40.1 | 41.2 | 66.0 | 38.0 |" in card
+    assert "| de-en | 2 | 60.0 | 5800 | 44.0 | 42.5 | - | - | - |" in card
+    plain = parse_train_args(train_args(toy_data, tmp_path / "b", "--max-steps", "1"))
+    assert "recipe" not in run_model_card(plain, config, summary, tokenizer)

@@ -3,6 +3,14 @@
     vanilla-evaluate runs/multi30k --source ../shared/data/multi30k/test_2016_flickr.en \
         --reference ../shared/data/multi30k/test_2016_flickr.de --output hyp.de
 
+Learning curve of a `vanilla-train` run: `--checkpoints` scores every checkpoint the run kept (the run folder's
+model with each checkpoint's weights; `--average K`: the mean of each and the K-1 before it, section 6.1), one JSON
+line each with the step and training minutes it was written at; `--curve FILE` also writes them (JSON lines) for
+`vanilla-figures --curves`:
+
+    vanilla-evaluate runs/multi30k --checkpoints --source ../shared/data/multi30k/val.en \
+        --reference ../shared/data/multi30k/val.de --curve runs/multi30k/val_curve.jsonl
+
 Decoding is the model's generation config (section 6.1: beam 4, length penalty 0.6) unless --num-beams or
 --length-penalty say otherwise. Prints one JSON line: BLEU, chrF, their signatures and the number of sentences.
 
@@ -18,6 +26,7 @@ import json
 from pathlib import Path
 
 from ..arguments import TextFileError, finite_float, positive_int, read_lines, replacing, same_file
+from ..curves import score_checkpoints, write_curve
 from ..model_folder import load_model_and_tokenizer
 from ..translation import one_line, score, translate
 
@@ -31,7 +40,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=64, help="sentences per generate() call")
     parser.add_argument("--num-beams", type=positive_int, help="default: the model's (4, section 6.1)")
     parser.add_argument("--length-penalty", type=finite_float, help="default: the model's (0.6, section 6.1)")
+    curve = parser.add_argument_group("learning curve")
+    curve.add_argument("--checkpoints", action="store_true",
+                       help="score every kept checkpoint of the run folder MODEL instead of its final model")
+    curve.add_argument("--average", type=positive_int, default=1,
+                       help="with --checkpoints: score the mean of each checkpoint and the N-1 before it (default: 1)")
+    curve.add_argument("--curve", type=Path, help="with --checkpoints: also write the scores to this file, JSON lines")
     args = parser.parse_args(argv)
+    if not args.checkpoints and (args.curve is not None or args.average != 1):
+        parser.error("--curve and --average score a run's checkpoints: add --checkpoints.")
+    if args.checkpoints and args.output is not None:
+        parser.error("--output writes one model's translations: leave it out with --checkpoints.")
+    if args.curve is not None and not args.curve.resolve().parent.is_dir():
+        parser.error(f"--curve {args.curve}: the folder {args.curve.resolve().parent} does not exist.")
     for flag, path in (("--source", args.source), ("--reference", args.reference)):
         if not path.is_file():
             parser.error(f"{flag} {path} does not exist or is not a file.")
@@ -50,8 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def run(argv=None) -> dict:
-    """Translate and score; returns the scores (also printed as a JSON line)."""
+def run(argv=None) -> dict | list[dict]:
+    """Translate and score; returns the scores (also printed as a JSON line), with --checkpoints one per checkpoint."""
     args = parse_args(argv)
     try:
         model, tokenizer = load_model_and_tokenizer(args.model)
@@ -59,6 +80,8 @@ def run(argv=None) -> dict:
         raise SystemExit(f"vanilla-evaluate: error: {error}") from None
     generate_kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("length_penalty", args.length_penalty))
                        if v is not None}
+    if args.checkpoints:
+        return score_run(args, model, tokenizer, generate_kwargs)
     hypotheses = translate(model, tokenizer, args.sources, batch_size=args.batch_size, **generate_kwargs)
     if args.output:
         with replacing(args.output) as output:
@@ -66,6 +89,25 @@ def run(argv=None) -> dict:
     result = {**score(hypotheses, args.references), "sentences": len(hypotheses)}
     print(json.dumps(result))
     return result
+
+
+def score_run(args: argparse.Namespace, model, tokenizer, generate_kwargs: dict) -> list[dict]:
+    """--checkpoints: one JSON line per checkpoint (printed as each is scored); the curve file is written once, at
+    the end."""
+    records = []
+    try:
+        for record in score_checkpoints(model, tokenizer, args.model, args.sources, args.references, args.average,
+                                        args.batch_size, **generate_kwargs):
+            print(json.dumps(record), flush=True)
+            records.append(record)
+    except (FileNotFoundError, ValueError) as error:  # no checkpoints; a checkpoint that does not fit or is broken
+        raise SystemExit(f"vanilla-evaluate: error: {error}") from None
+    if not records:
+        raise SystemExit(f"vanilla-evaluate: error: --average {args.average} needs at least {args.average} "
+                         f"checkpoints in {args.model}/checkpoints.")
+    if args.curve is not None:
+        write_curve(records, args.curve)
+    return records
 
 
 def main(argv=None) -> int:

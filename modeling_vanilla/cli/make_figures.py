@@ -6,6 +6,12 @@ From the repository root:
     vanilla-figures                       # writes docs/figures/*.png
     vanilla-figures --out-dir /tmp/figures
 
+Learning curves (validation BLEU against training minutes) from `vanilla-evaluate --checkpoints --curve` files, one
+line per LABEL=FILE:
+
+    vanilla-figures --curves ours=runs/a/val_curve.jsonl peer=runs/peer/val_curve.jsonl \
+        --output docs/figures/multi30k_en_de_val_bleu.png --title "Multi30k EN->DE"
+
 From a checkout, `python scripts/make_figures.py ...` is the same command. The figures are
 `modeling_vanilla.figures`.
 """
@@ -17,7 +23,16 @@ import sys
 from pathlib import Path
 
 from ..arguments import positive_int
-from ..figures import make_figures
+from ..curves import read_curve
+from ..figures import make_figures, plot_curves
+
+
+def label_and_file(text: str) -> tuple[str, Path]:
+    """LABEL=FILE of --curves."""
+    label, separator, path = text.partition("=")
+    if not separator or not label or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LABEL=FILE (e.g. ours=runs/a/val_curve.jsonl)")
+    return label, Path(path)
 
 
 def main(argv=None) -> int:
@@ -26,9 +41,29 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("docs/figures"),
                         help="folder for the PNG files (default: docs/figures, under the current folder)")
     parser.add_argument("--dpi", type=positive_int, default=90, help="resolution (default: 90)")
+    parser.add_argument("--curves", nargs="+", type=label_and_file, metavar="LABEL=FILE",
+                        help="draw only the learning curves of these files (vanilla-evaluate --checkpoints --curve)")
+    parser.add_argument("--output", type=Path, help="with --curves: the PNG file to write")
+    parser.add_argument("--title", default="Validation BLEU against training time", help="with --curves: the title")
     args = parser.parse_args(argv)
+    if (args.curves is None) != (args.output is None):
+        parser.error("--curves and --output go together: the curves' files and the PNG file to draw them into.")
+    curves = {}
+    for label, path in args.curves or ():
+        if label in curves:
+            parser.error(f"--curves: the label {label!r} is given twice.")
+        try:
+            curves[label] = read_curve(path)
+        except (OSError, ValueError) as error:
+            parser.error(f"--curves {label}={path}: {error}")
+    if curves and not args.output.resolve().parent.is_dir():
+        parser.error(f"--output {args.output}: the folder {args.output.resolve().parent} does not exist.")
     try:
-        written = make_figures(args.out_dir, dpi=args.dpi)
+        if curves:
+            plot_curves(curves, title=args.title).savefig(args.output, dpi=args.dpi)
+            written = [args.output]
+        else:
+            written = make_figures(args.out_dir, dpi=args.dpi)
     except ImportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
