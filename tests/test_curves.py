@@ -1,5 +1,5 @@
 """Learning curves: a run's checkpoints scored after training (`vanilla-evaluate --checkpoints`), the peer's snapshots
-(scripts/peer_curve.py), and the figure (`vanilla-figures --curves`)."""
+(benchmarks/peer_curve.py), and the figure (`vanilla-figures --curves`)."""
 
 import json
 import sys
@@ -172,7 +172,7 @@ model.save_pretrained(args.out); tok.save_pretrained(args.out)
 def load_peer_curve():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("peer_curve", REPO_ROOT / "scripts" / "peer_curve.py")
+    spec = importlib.util.spec_from_file_location("peer_curve", REPO_ROOT / "benchmarks" / "peer_curve.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -31,7 +31,7 @@ def label_and_file(text: str) -> tuple[str, Path]:
     """LABEL=FILE of --curves."""
     label, separator, path = text.partition("=")
     if not separator or not label or not path:
-        raise argparse.ArgumentTypeError(f"{text!r} is not LABEL=FILE (e.g. ours=runs/a/val_curve.jsonl)")
+        raise ValueError(f"{text!r} is not LABEL=FILE (e.g. ours=runs/a/val_curve.jsonl)")
     return label, Path(path)
 
 
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("docs/figures"),
                         help="folder for the PNG files (default: docs/figures, under the current folder)")
     parser.add_argument("--dpi", type=positive_int, default=90, help="resolution (default: 90)")
-    parser.add_argument("--curves", nargs="+", type=label_and_file, metavar="LABEL=FILE",
+    parser.add_argument("--curves", nargs="+", metavar="LABEL=FILE",
                         help="draw only the learning curves of these files (vanilla-evaluate --checkpoints --curve)")
     parser.add_argument("--output", type=Path, help="with --curves: the PNG file to write")
     parser.add_argument("--title", default="Validation BLEU against training time", help="with --curves: the title")
@@ -49,7 +49,11 @@ def main(argv=None) -> int:
     if (args.curves is None) != (args.output is None):
         parser.error("--curves and --output go together: the curves' files and the PNG file to draw them into.")
     curves = {}
-    for label, path in args.curves or ():
+    for text in args.curves or ():
+        try:
+            label, path = label_and_file(text)
+        except ValueError as error:
+            parser.error(f"--curves: {error}")
         if label in curves:
             parser.error(f"--curves: the label {label!r} is given twice.")
         try:

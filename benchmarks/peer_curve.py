@@ -1,7 +1,7 @@
 """The peer's learning curve: run a peer training script unchanged, keep a snapshot of its model every few minutes,
 then score the snapshots on validation data (after training, so that scoring costs the run no time).
 
-    python scripts/peer_curve.py ../shared/peers/marian_multi30k.py en de runs/peer-en-de --minutes 60 --every 5 \\
+    python benchmarks/peer_curve.py ../shared/peers/marian_multi30k.py en de runs/peer-en-de --minutes 60 --every 5 \\
         --valid-source ../shared/data/multi30k/val.en --valid-reference ../shared/data/multi30k/val.de
 
 The script's own arguments are `SRC TGT OUT --minutes M` (as ../shared/peers/marian_multi30k.py takes them); it must
