@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # modeling_vanilla from a checkout
 
-from modeling_vanilla.arguments import positive_float, positive_int, read_lines  # noqa: E402
+from modeling_vanilla.arguments import TextFileError, positive_float, positive_int, read_lines  # noqa: E402
 from modeling_vanilla.curves import write_curve  # noqa: E402
 
 SNAPSHOT_FILE = "snapshot.json"
@@ -51,7 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for path in (args.out, args.snapshots):
         if path.exists():
             parser.error(f"{path} exists: choose another OUT (nothing is overwritten).")
-    args.sources, args.references = list(read_lines(args.valid_source)), list(read_lines(args.valid_reference))
+    try:
+        args.sources, args.references = list(read_lines(args.valid_source)), list(read_lines(args.valid_reference))
+    except (OSError, TextFileError) as error:  # a missing file; a line that is not UTF-8 (named)
+        parser.error(str(error))
     if len(args.sources) != len(args.references):
         parser.error(f"{args.valid_source} and {args.valid_reference} are not line-aligned.")
     args.curve = args.curve or args.snapshots / "val_curve.jsonl"
