@@ -47,6 +47,9 @@ def score_checkpoints(model, tokenizer, run_dir: str | os.PathLike, sources: Seq
     if average < 1:
         raise ValueError(f"average must be >= 1, not {average}.")
     points = checkpoint_points(run_dir)
+    if len(points) < average:
+        raise ValueError(f"--average {average} needs at least {average} checkpoints in {Path(run_dir) / 'checkpoints'}, "
+                         f"which holds {len(points)}.")
     for i in range(average - 1, len(points)):
         window = points[i + 1 - average : i + 1]
         load_averaged_weights(model, average_checkpoints([point["folder"] for point in window]))
