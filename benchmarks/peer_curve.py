@@ -106,7 +106,10 @@ def train_with_snapshots(args: argparse.Namespace) -> list[tuple[Path, dict]]:
         transformers.Seq2SeqTrainer, sys.argv = peer_trainer, argv
     if len(callbacks) != 1 or not hasattr(callbacks[0], "final"):
         raise RuntimeError(f"{args.script} did not train one Seq2SeqTrainer to the end: no curve.")
-    return [*points, (args.out, callbacks[0].final)]
+    final = callbacks[0].final
+    if points and points[-1][1]["step"] == final["step"]:
+        points.pop()  # a snapshot of the last step is the peer's final model again: one point, not two
+    return [*points, (args.out, final)]
 
 
 def score_points(args: argparse.Namespace, points: list[tuple[Path, dict]]) -> list[dict]:

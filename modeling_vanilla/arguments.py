@@ -133,6 +133,17 @@ class TextFileError(ValueError):
     """A file named on the command line cannot be read as UTF-8 text: the message names the file and the line."""
 
 
+def output_file_problem(flag: str, path: str | Path) -> str | None:
+    """Why `path`, given as `flag`, cannot be written as a new file: it is a folder, or its folder does not exist;
+    None when it can. For checking a command's output files before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{flag} {path} is a folder: give a file name."
+    if not path.resolve().parent.is_dir():
+        return f"{flag} {path}: the folder {path.resolve().parent} does not exist."
+    return None
+
+
 def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether two paths name one file: the same path once resolved (symlinks, `..`, relative to the current
     folder), or, both existing, the same file on disk (hard links)."""

@@ -113,6 +113,7 @@ def bad_numbers(tmp: Path) -> list[tuple[str, list[str], str, str]]:
         ("translate", translate, "--max-new-tokens", "-1"),
         ("evaluate", evaluate, "--batch-size", "0"), ("evaluate", evaluate, "--num-beams", "-1"),
         ("evaluate", evaluate, "--length-penalty", "nan"), ("evaluate", evaluate, "--average", "0"),
+        ("evaluate", evaluate, "--max-new-tokens", "0"),
         ("average_checkpoints", average, "--last", "0"), ("average_checkpoints", average, "--last", "-1"),
         ("push_to_hub", push, "--bleu", "-1"), ("push_to_hub", push, "--bleu", "101"),
         ("train_tokenizer", tokenizer, "--vocab-size", "259"), ("train_tokenizer", tokenizer, "--min-frequency", "0"),
@@ -432,6 +433,24 @@ def test_evaluate_keeps_a_lone_carriage_return_inside_its_line(model_dir, tmp_pa
                                       str(tmp_path / "ref.de"), "--output", str(tmp_path / "hyp.de"), *FAST[:2]])
     assert result["sentences"] == 2
     assert (tmp_path / "hyp.de").read_bytes().count(b"\n") == 2
+
+
+def test_evaluate_max_new_tokens_bounds_every_translation(model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    (tmp_path / "src.en").write_text("A man rides a bike.\nTwo dogs run in the park.\n")
+    (tmp_path / "ref.de").write_text("Ein Mann fährt Rad.\nZwei Hunde rennen im Park.\n")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    lengths = {}
+    for limit in (None, 2):
+        extra = [] if limit is None else ["--max-new-tokens", str(limit)]
+        output = tmp_path / f"hyp-{limit}.de"
+        command("evaluate").run([str(model_dir), "--source", str(tmp_path / "src.en"), "--reference",
+                                 str(tmp_path / "ref.de"), "--output", str(output), "--num-beams", "1", *extra])
+        lines = output.read_text(encoding="utf-8").splitlines()
+        lengths[limit] = [len(tokenizer(line, add_special_tokens=False)["input_ids"]) for line in lines]
+    assert max(lengths[None]) > 2  # unbounded, the model writes more than 2 tokens ...
+    assert max(lengths[2]) <= 2  # ... and --max-new-tokens 2 stops it
 
 
 # ------------------------------------------------------------------------------------------------------------------

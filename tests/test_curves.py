@@ -69,6 +69,8 @@ def test_average_scores_the_mean_of_each_checkpoint_and_those_before_it(run_dir,
     (["--average", "2"], "--curve and --average score a run's checkpoints: add --checkpoints"),
     (["--checkpoints", "--output", "out.de"], "--output writes one model's translations"),
     (["--checkpoints", "--curve", "no/such/folder/c.jsonl"], "the folder"),
+    (["--checkpoints", "--curve", "."], "--curve . is a folder: give a file name."),
+    (["--output", "."], "--output . is a folder: give a file name."),
 ])
 def test_misplaced_curve_flags_are_refused_by_name(run_dir, toy_data, extra, message, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
@@ -123,7 +125,9 @@ def test_figures_draw_the_curves_into_one_png_and_refuse_bad_arguments(tmp_path,
     for argv, message in ([["--curves", str(ours), "--output", str(png)], "is not LABEL=FILE"],
                           [["--curves", f"ours={ours}"], "--curves and --output go together"],
                           [["--curves", f"a={ours}", f"a={peer}", "--output", str(png)], "given twice"],
-                          [["--curves", f"a={tmp_path / 'none.jsonl'}", "--output", str(png)], "none.jsonl"]):
+                          [["--curves", f"a={tmp_path / 'none.jsonl'}", "--output", str(png)], "none.jsonl"],
+                          [["--curves", f"a={ours}", "--output", str(tmp_path)], "is a folder: give a file name"],
+                          [["--curves", f"a={ours}", "--output", str(tmp_path / "no" / "c.png")], "does not exist"]):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
@@ -183,17 +187,18 @@ def test_the_peer_runs_unchanged_with_snapshots_scored_after_training(toy_data, 
     script = tmp_path / "peer.py"
     script.write_text(FAKE_PEER.format(data=toy_data))
     out = tmp_path / "peer-out"
-    argv = [str(script), "en", "de", str(out), "--minutes", "0.1", "--every", "0.03",
+    # Snapshots every 1.5 s of a 6-second budget: the last one falls on (or next to) the peer's final step.
+    argv = [str(script), "en", "de", str(out), "--minutes", "0.1", "--every", "0.025",
             "--valid-source", str(toy_data / "valid.en"), "--valid-reference", str(toy_data / "valid.de")]
     monkeypatch.setattr(sys, "argv", ["outer"])
     assert peer_curve.main(argv) == 0
     assert transformers.Seq2SeqTrainer.__name__ == "Seq2SeqTrainer" and sys.argv == ["outer"]  # restored
     records = read_curve(tmp_path / "peer-out-snapshots" / "val_curve.jsonl")
-    assert len(records) >= 3  # snapshots at 0.03 and 0.06 minutes (at least), and the end
+    assert len(records) >= 3  # snapshots at 0.025 and 0.05 minutes (at least), and the end
     assert records[-1]["folder"] == str(out)
     minutes, steps = [r["minutes"] for r in records], [r["step"] for r in records]
-    assert minutes == sorted(minutes) and steps == sorted(steps) and minutes[-1] >= 0.1
-    assert minutes[0] >= 0.03
+    assert minutes == sorted(minutes) and minutes[-1] >= 0.1 and minutes[0] >= 0.025
+    assert all(a < b for a, b in zip(steps, steps[1:])), steps  # no step twice, the final one included
     for record in records[:-1]:
         saved = json.loads((tmp_path / record["folder"] / "snapshot.json").read_text())
         assert saved == {k: record[k] for k in ("step", "epoch", "minutes")}

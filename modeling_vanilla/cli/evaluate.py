@@ -25,7 +25,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..arguments import TextFileError, finite_float, positive_int, read_lines, replacing, same_file
+from ..arguments import TextFileError, finite_float, output_file_problem, positive_int, read_lines, replacing, same_file
 from ..curves import score_checkpoints, write_curve
 from ..model_folder import load_model_and_tokenizer
 from ..translation import one_line, score, translate
@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=64, help="sentences per generate() call")
     parser.add_argument("--num-beams", type=positive_int, help="default: the model's (4, section 6.1)")
     parser.add_argument("--length-penalty", type=finite_float, help="default: the model's (0.6, section 6.1)")
+    parser.add_argument("--max-new-tokens", type=positive_int,
+                        help="most tokens per translation (default: the model's; ours: input length + 50, section "
+                             "6.1). Give it for a model whose generation config has none, e.g. 128")
     curve = parser.add_argument_group("learning curve")
     curve.add_argument("--checkpoints", action="store_true",
                        help="score every kept checkpoint of the run folder MODEL instead of its final model")
@@ -51,16 +54,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--curve and --average score a run's checkpoints: add --checkpoints.")
     if args.checkpoints and args.output is not None:
         parser.error("--output writes one model's translations: leave it out with --checkpoints.")
-    if args.curve is not None and not args.curve.resolve().parent.is_dir():
-        parser.error(f"--curve {args.curve}: the folder {args.curve.resolve().parent} does not exist.")
+    for flag, path in (("--curve", args.curve), ("--output", args.output)):
+        if path is not None and (problem := output_file_problem(flag, path)):
+            parser.error(problem)
     for flag, path in (("--source", args.source), ("--reference", args.reference)):
         if not path.is_file():
             parser.error(f"{flag} {path} does not exist or is not a file.")
         if args.output is not None and same_file(path, args.output):
             parser.error(f"--output {args.output} is the {flag} file: it would be overwritten. "
                          "Write the translations to another file.")
-    if args.output is not None and not args.output.resolve().parent.is_dir():
-        parser.error(f"--output {args.output}: the folder {args.output.resolve().parent} does not exist.")
     try:
         args.sources, args.references = list(read_lines(args.source)), list(read_lines(args.reference))
     except TextFileError as error:
@@ -78,8 +80,8 @@ def run(argv=None) -> dict | list[dict]:
         model, tokenizer = load_model_and_tokenizer(args.model)
     except (FileNotFoundError, ValueError) as error:  # no such model; a tokenizer that is not the model's
         raise SystemExit(f"vanilla-evaluate: error: {error}") from None
-    generate_kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("length_penalty", args.length_penalty))
-                       if v is not None}
+    generate_kwargs = {k: v for k, v in (("num_beams", args.num_beams), ("length_penalty", args.length_penalty),
+                                         ("max_new_tokens", args.max_new_tokens)) if v is not None}
     if args.checkpoints:
         return score_run(args, model, tokenizer, generate_kwargs)
     hypotheses = translate(model, tokenizer, args.sources, batch_size=args.batch_size, **generate_kwargs)

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..arguments import positive_int
+from ..arguments import output_file_problem, positive_int
 from ..curves import read_curve
 from ..figures import make_figures, plot_curves
 
@@ -60,8 +60,8 @@ def main(argv=None) -> int:
             curves[label] = read_curve(path)
         except (OSError, ValueError) as error:
             parser.error(f"--curves {label}={path}: {error}")
-    if curves and not args.output.resolve().parent.is_dir():
-        parser.error(f"--output {args.output}: the folder {args.output.resolve().parent} does not exist.")
+    if curves and (problem := output_file_problem("--output", args.output)):
+        parser.error(problem)
     try:
         if curves:
             plot_curves(curves, title=args.title).savefig(args.output, dpi=args.dpi)

@@ -32,7 +32,7 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 
-from ..arguments import TextFileError, positive_int, read_lines, replacing, same_file
+from ..arguments import TextFileError, output_file_problem, positive_int, read_lines, replacing, same_file
 from ..model_folder import load_model_and_tokenizer
 from ..serving import COMPUTE_TYPES
 from ..translation import one_line, translate
@@ -78,11 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                 pass
         except TextFileError as error:
             parser.error(f"--input {error}")
-    if args.output is not None:
-        if args.output.is_dir():
-            parser.error(f"--output {args.output} is a folder: give a file name.")
-        if not args.output.resolve().parent.is_dir():
-            parser.error(f"--output {args.output}: the folder {args.output.resolve().parent} does not exist.")
+    if args.output is not None and (problem := output_file_problem("--output", args.output)):
+        parser.error(problem)
     return args
 
 
