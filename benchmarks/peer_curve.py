@@ -26,7 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # modeling_vanilla from a checkout
 
-from modeling_vanilla.arguments import TextFileError, positive_float, positive_int, read_lines  # noqa: E402
+from modeling_vanilla.arguments import (  # noqa: E402
+    TextFileError, output_file_problem, positive_float, positive_int, read_lines,
+)
 from modeling_vanilla.curves import write_curve  # noqa: E402
 
 SNAPSHOT_FILE = "snapshot.json"
@@ -47,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.script.is_file():
         parser.error(f"{args.script} is not a file.")
+    if args.curve is not None and (problem := output_file_problem("--curve", args.curve)):
+        parser.error(problem)  # before the hour of training, not after it
     args.snapshots = args.out.parent / f"{args.out.name}-snapshots"
     for path in (args.out, args.snapshots):
         if path.exists():

@@ -207,3 +207,9 @@ def test_the_peer_runs_unchanged_with_snapshots_scored_after_training(toy_data, 
     with pytest.raises(SystemExit):
         peer_curve.main(argv)
     assert "exists: choose another OUT" in capsys.readouterr().err
+    # A --curve that could not be written is refused before training, not after it.
+    for curve, message in ((tmp_path / "no" / "c.jsonl", "does not exist"), (tmp_path, "is a folder")):
+        with pytest.raises(SystemExit):
+            peer_curve.parse_args([*argv[:3], str(tmp_path / "other"), "--minutes", "1", "--valid-source",
+                                   argv[-3], "--valid-reference", argv[-1], "--curve", str(curve)])
+        assert message in capsys.readouterr().err
