@@ -82,6 +82,26 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str) -> None
         )
 
 
+# Section 5.4: dropout
+
+
+def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout as `nn.functional.dropout`: in training, zero each element with probability p and scale the rest by
+    1 / (1 - p); otherwise return the input.
+
+    On the CPU the mask is drawn as uniform noise compared with p. It is the same distribution, but PyTorch's CPU
+    dropout draws it with `bernoulli_`, which is several times slower, and training runs 17 dropouts per update
+    (docs/benchmarks.md). Other devices keep PyTorch's fused kernel.
+    """
+    if not training or p == 0.0:
+        return hidden_states
+    if hidden_states.device.type != "cpu" or not 0.0 < p < 1.0:  # (PyTorch also refuses a p outside 0..1)
+        return nn.functional.dropout(hidden_states, p=p, training=True)
+    keep = torch.rand(hidden_states.shape, dtype=torch.float32, device=hidden_states.device) >= p
+    # The kept elements' scale in the input's dtype, as PyTorch's own dropout multiplies by it.
+    return hidden_states * keep.to(hidden_states.dtype).div_(1.0 - p)
+
+
 # Section 3.2.1: scaled dot-product attention
 
 
@@ -106,7 +126,7 @@ def eager_attention_forward(
         scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1)
     # Not in the paper: dropout on the attention weights (config.attention_dropout, default 0).
-    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    weights = apply_dropout(weights, p=dropout, training=module.training)
     output = torch.matmul(weights, value)  # (B, h, T_q, d_v)
     return output.transpose(1, 2).contiguous(), weights
 
@@ -287,7 +307,7 @@ class VanillaFeedForward(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = torch.relu(self.fc1(hidden_states))  # (B, L, d_ff)
         # Not in the paper: dropout after the ReLU (config.activation_dropout, default 0).
-        hidden_states = nn.functional.dropout(hidden_states, p=self.activation_dropout, training=self.training)
+        hidden_states = apply_dropout(hidden_states, p=self.activation_dropout, training=self.training)
         return self.fc2(hidden_states)  # (B, L, d_model)
 
 
@@ -500,7 +520,7 @@ class VanillaSublayers(GradientCheckpointingLayer):
         return layer_norm(hidden_states) if self.pre_norm else hidden_states
 
     def add_and_norm(self, residual: torch.Tensor, output: torch.Tensor, layer_norm: nn.LayerNorm) -> torch.Tensor:
-        hidden_states = residual + nn.functional.dropout(output, p=self.dropout, training=self.training)
+        hidden_states = residual + apply_dropout(output, p=self.dropout, training=self.training)
         return hidden_states if self.pre_norm else layer_norm(hidden_states)
 
 
@@ -624,7 +644,7 @@ class VanillaStack(nn.Module):
             inputs_embeds = self.embed_tokens(input_ids)  # (B, L, d_model)
         positions = self.embed_positions.span(past_length, inputs_embeds.shape[1])  # (L, d_model)
         hidden_states = inputs_embeds * self.embed_scale + positions.to(inputs_embeds.dtype)
-        return nn.functional.dropout(hidden_states, p=self.config.dropout, training=self.training)
+        return apply_dropout(hidden_states, p=self.config.dropout, training=self.training)
 
     def _resolve(self, output_attentions, output_hidden_states, return_dict):
         config = self.config
