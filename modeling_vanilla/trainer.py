@@ -184,6 +184,9 @@ def prepare_corpus(run: Run) -> Corpus:
                                              num_replicas=accelerator.num_processes, rank=accelerator.process_index)
     run.print(f"{len(splits['train'])} training pairs, {len(sampler)} batches per epoch and process, padding "
               f"efficiency {sampler.padding_efficiency():.3f}")
+    if args.average_choose != "none" and "validation" not in splits:
+        raise SystemExit(f"vanilla-train: error: --average-choose {args.average_choose} chooses on the validation set, "
+                         "and the data has none: give --valid-files or --valid-jsonl, or --average-choose none.")
     collator = TranslationCollator(pad_token_id=tokenizer.pad_token_id, vocab_size=len(tokenizer),
                                    pad_to_multiple_of=args.pad_to_multiple_of)
     return Corpus(raw, tokenizer, splits, sampler, collator)
@@ -590,9 +593,10 @@ def finish(run: Run, corpus: Corpus, model) -> dict:
                "parameters": unwrapped.num_parameters(), "precision": args.precision,
                "processes": accelerator.num_processes, **compilation_report(run)}
     write_model_folder(run, corpus, unwrapped, summary)
-    averaged = average_last_checkpoints(run, unwrapped)
+    averaged, choice = average_last_checkpoints(run, corpus, model)
     if averaged:
         summary["averaged_checkpoints"] = len(averaged)
+        summary.update(choice)
         write_model_folder(run, corpus, unwrapped, summary)
     summary.update(final_scores(run, corpus, model))
     run.print(json.dumps(summary, indent=1, default=str))
@@ -626,14 +630,39 @@ def final_scores(run: Run, corpus: Corpus, model) -> dict:
     return scores
 
 
-def average_last_checkpoints(run: Run, model) -> list[Path]:
-    """Section 6.1: with --average-last K, the final weights are the mean of the last K checkpoints."""
-    if not run.args.average_last:
-        return []
-    averaged = run.checkpoints.complete()[-run.args.average_last :]
-    load_averaged_weights(model, average_checkpoints(averaged))
-    run.print(f"Final weights: the average of {len(averaged)} checkpoints ({', '.join(p.name for p in averaged)}).")
-    return averaged
+def average_last_checkpoints(run: Run, corpus: Corpus, model) -> tuple[list[Path], dict]:
+    """Section 6.1: with --average-last K, the final weights are the mean of the last K checkpoints. Not in the
+    paper: with --average-choose, the mean of the last k for the k in 1..K with the best validation score. Returns
+    the checkpoints averaged and, when chosen, the scores of every k for the summary."""
+    args = run.args
+    if not args.average_last:
+        return [], {}
+    unwrapped = run.accelerator.unwrap_model(model)
+    candidates = run.checkpoints.complete()[-args.average_last :]
+    choice = {}
+    if args.average_choose != "none":
+        scores = {}
+        for count in range(1, len(candidates) + 1):
+            load_averaged_weights(unwrapped, average_checkpoints(candidates[-count:]))
+            scores[count] = average_score(run, corpus, model)
+            run.print(f"The mean of the last {count} checkpoints: validation {args.average_choose} {scores[count]:.4g}")
+        better = min if args.average_choose == "loss" else max
+        best = better(scores, key=scores.get)  # on a tie, the fewest checkpoints
+        candidates = candidates[-best:]
+        choice = {"average_choice": {"by": f"validation {args.average_choose}", "scores": scores}}
+    load_averaged_weights(unwrapped, average_checkpoints(candidates))
+    run.print(f"Final weights: the average of {len(candidates)} checkpoints "
+              f"({', '.join(p.name for p in candidates)}).")
+    return candidates, choice
+
+
+def average_score(run: Run, corpus: Corpus, model) -> float:
+    """The score that --average-choose compares: validation NLL per token, or BLEU (as the final scores compute them)."""
+    args = run.args
+    if args.average_choose == "loss":
+        return validation_loss(model, corpus.splits["validation"], args.max_tokens, run.accelerator,
+                               corpus.collator)["valid_nll"]
+    return bleu(run, corpus, model, "validation", args.bleu_sentences)["bleu"]
 
 
 def write_model_folder(run: Run, corpus: Corpus, model, summary: dict, weights: bool = True) -> None:
@@ -688,7 +717,9 @@ def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -
                  f"{summary['processes']} process(es); Adam (0.9, 0.98, 1e-9), Eq. (3) learning rate with "
                  f"{args.warmup_steps} warmup steps x {args.lr_scale}; label smoothing {args.label_smoothing}; "
                  f"{args.precision}; {summary['train_minutes']} minutes on {device}; final weights "
-                 + (f"averaged over the last {averaged} checkpoints." if averaged else "of the last step."),
+                 + (f"averaged over the last {averaged} checkpoints" if averaged else "of the last step")
+                 + (f" (the count of 1..{args.average_last} with the best {summary['average_choice']['by']})."
+                    if "average_choice" in summary else "."),
         evaluation=f"Validation: {result('validation')}. Test: {result('test')}. Beam {args.num_beams}, "
                    f"length penalty {args.length_penalty}." + (
                        f"\n\n{recipe_table(args.recipe, recipe_runs)}" if recipe_runs else ""),

@@ -286,6 +286,8 @@ def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_p
         (["--override", "d_model=30"], "d_model=30 is not divisible by num_heads"),
         (["--override", "colour=blue"], "--override colour: not a config field"),
         (["--resume"], "holds no run to continue"),
+        (["--average-choose", "bleu"], "--average-choose bleu needs --average-last N, the most checkpoints to try"),
+        (["--average-choose", "best"], "argument --average-choose: invalid choice: 'best'"),
     ],
 )
 def test_bad_arguments_fail_before_training(toy_data, tmp_path, capsys, extra, message):
@@ -302,7 +304,8 @@ def test_a_recipe_sets_defaults_that_flags_given_win_over(toy_data, tmp_path, ca
     from modeling_vanilla.options import parse_train_args as parse_args
 
     recipe = RECIPES["multi30k"]
-    data = ["--source-lang", "en", "--target-lang", "de", "--train-files", str(toy_data / "train")]
+    data = ["--source-lang", "en", "--target-lang", "de", "--train-files", str(toy_data / "train"),
+            "--valid-files", str(toy_data / "valid")]
     args = parse_args(["--recipe", "multi30k", *data, "--output-dir", str(tmp_path / "a")])
     for flag, value in recipe["flags"].items():
         assert getattr(args, flag) == value, flag
@@ -418,6 +421,71 @@ def test_the_trained_model_is_on_disk_before_the_final_evaluation(toy_data, tmp_
     torch.testing.assert_close(dict(model.named_parameters())[name].detach(), (first[name] + second[name]) / 2)
     assert (out / "tokenizer.json").is_file() and (out / "README.md").is_file()
     assert not (out / ".tmp-model").exists()
+
+
+def test_average_choose_keeps_the_mean_with_the_best_validation_loss(toy_data, tmp_path):
+    """--average-choose loss scores the mean of the last 1..N checkpoints on validation: the final weights are the
+    mean with the lowest loss, whose loss is the final validation loss, and the summary keeps every count's score."""
+    from modeling_vanilla.cli.train import run as train
+
+    out = tmp_path / "run"
+    summary = train(train_args(toy_data, out, "--max-steps", "8", "--precision", "fp32", "--eval-every", "0",
+                               "--save-every", "2", "--keep-checkpoints", "4", "--average-last", "3",
+                               "--average-choose", "loss", "--warmup-steps", "4"))
+    scores = summary["average_choice"]["scores"]
+    assert summary["average_choice"]["by"] == "validation loss" and sorted(scores) == [1, 2, 3]
+    assert len(set(scores.values())) == 3  # the three means are different models
+    best = min(scores, key=scores.get)
+    assert summary["averaged_checkpoints"] == best
+    assert summary["valid_nll"] == pytest.approx(scores[best], rel=1e-6)
+    checkpoints = CheckpointManager(out / "checkpoints", keep=4).complete()
+    assert [path.name for path in checkpoints[-3:]] == ["step-0000004", "step-0000006", "step-0000008"]
+    expected = average_checkpoints(checkpoints[-best:])
+    saved = load_file(out / "model.safetensors")
+    for name, tensor in saved.items():
+        torch.testing.assert_close(tensor, expected[name], msg=name)
+    assert f"averaged over the last {best} checkpoints (the count of 1..3 with the best validation loss)" in (
+        out / "README.md").read_text()
+
+
+def test_average_choose_bleu_keeps_the_best_count_and_the_fewest_on_a_tie(toy_data, tmp_path, monkeypatch):
+    import modeling_vanilla.trainer as trainer
+    from modeling_vanilla.cli.train import run as train
+
+    scored = []  # the validation BLEU of the means of the last 1, 2, 3 and 4 checkpoints, in the order tried
+
+    def fake_bleu(run, corpus, model, split, limit=None):
+        scored.append(split)
+        return {"bleu": [10.0, 30.0, 20.0, 30.0][len(scored) - 1] if len(scored) <= 4 else 5.0}
+
+    monkeypatch.setattr(trainer, "bleu", fake_bleu)
+    monkeypatch.setattr(trainer, "final_scores", lambda run, corpus, model: {})
+    out = tmp_path / "run"
+    summary = train(train_args(toy_data, out, "--max-steps", "8", "--precision", "fp32", "--eval-every", "0",
+                               "--save-every", "2", "--keep-checkpoints", "4", "--average-last", "4",
+                               "--average-choose", "bleu"))
+    assert scored == ["validation"] * 4
+    assert summary["average_choice"]["scores"] == {1: 10.0, 2: 30.0, 3: 20.0, 4: 30.0}
+    assert summary["averaged_checkpoints"] == 2  # 2 and 4 tie at 30: the fewest checkpoints
+    checkpoints = CheckpointManager(out / "checkpoints", keep=4).complete()
+    expected = average_checkpoints(checkpoints[-2:])
+    saved = load_file(out / "model.safetensors")
+    for name, tensor in saved.items():
+        torch.testing.assert_close(tensor, expected[name], msg=name)
+
+
+def test_average_choose_needs_a_validation_set(toy_data, tmp_path, capsys):
+    from modeling_vanilla.options import parse_train_args as parse_args
+
+    no_validation = ["--source-lang", "en", "--target-lang", "de", "--train-files", str(toy_data / "train"),
+                     "--max-steps", "1", "--average-last", "2", "--average-choose", "loss",
+                     "--output-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(no_validation)
+    assert exit_info.value.code == 2
+    assert "--average-choose loss chooses on the validation set: give --valid-files" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert parse_args([*no_validation, "--average-choose", "none"]).average_choose == "none"
 
 
 def test_averaging_that_fails_leaves_the_last_steps_model(toy_data, tmp_path, monkeypatch):
