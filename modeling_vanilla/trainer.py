@@ -718,7 +718,8 @@ def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -
                  f"{args.warmup_steps} warmup steps x {args.lr_scale}; label smoothing {args.label_smoothing}; "
                  f"{args.precision}; {summary['train_minutes']} minutes on {device}; final weights "
                  + (f"averaged over the last {averaged} checkpoints" if averaged else "of the last step")
-                 + (f" (the count of 1..{args.average_last} with the best {summary['average_choice']['by']})."
+                 + (f" (the count of 1..{len(summary['average_choice']['scores'])} with the best "
+                    f"{summary['average_choice']['by']})."
                     if "average_choice" in summary else "."),
         evaluation=f"Validation: {result('validation')}. Test: {result('test')}. Beam {args.num_beams}, "
                    f"length penalty {args.length_penalty}." + (
