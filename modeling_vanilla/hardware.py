@@ -1,10 +1,25 @@
-"""What the machine offers: a GPU, a CPU with fast bf16 units, and the precision to train in by default."""
+"""What the machine offers: a GPU, a CPU with fast bf16 units, the precision to train in by default, and the memory
+allocator a CPU run uses."""
 
 from __future__ import annotations
 
+import ctypes.util
+import os
+import sys
 from pathlib import Path
 
 import torch
+
+# Memory allocators a CPU run can be restarted on (`preload_allocator`), each with the library names that provide it.
+# glibc's malloc fragments as token batches of ever-different sizes come and go: in a 60-minute run its search for a
+# free block grew from 8% to 16% of the process's time within 20 minutes and the run fell from ~4,600 to ~2,300
+# target tokens/s (docs/benchmarks.md); jemalloc and tcmalloc keep blocks in size classes and do not slow down.
+ALLOCATORS = {"jemalloc": ("jemalloc",), "tcmalloc": ("tcmalloc", "tcmalloc_minimal")}
+# jemalloc's settings unless the user gives MALLOC_CONF: by default it hands freed pages back to the kernel within
+# seconds, and the next batch faults them in again (in a CPU run, 45% of the time in the kernel, zeroing pages).
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+# Set in the environment of the restarted process: the library it was restarted with, so that it never restarts again.
+RESTARTED_WITH = "VANILLA_ALLOCATOR_RESTARTED"
 
 
 def gpu_available() -> bool:
@@ -41,4 +56,61 @@ def describe_machine() -> str:
         return f"GPU {torch.cuda.get_device_name(0)}"
     units = {"amx": "AMX (bf16 ~9x fp32)", "avx512_bf16": "AVX512-BF16, no AMX (bf16 ~2x fp32)",
              "none": "no bf16 units"}[cpu_bf16_units()]
-    return f"CPU, {torch.get_num_threads()} threads, {units}"
+    return f"CPU, {torch.get_num_threads()} threads, {units}, malloc: {allocator_in_use()}"
+
+
+def allocator_in_use() -> str:
+    """"jemalloc" or "tcmalloc" when this process runs on one of them (LD_PRELOAD), else "system" (the C library's)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "system"
+    for name, libraries in ALLOCATORS.items():
+        if any(f"/lib{library}.so" in maps for library in libraries):
+            return name
+    return "system"
+
+
+def find_allocator(name: str) -> str | None:
+    """The library of allocator `name` ("jemalloc" or "tcmalloc"): in the environment's lib folder (conda, a venv
+    with it), else in the dynamic linker's cache (`apt install libjemalloc2`); None where it is not installed."""
+    for library in ALLOCATORS[name]:
+        for prefix in dict.fromkeys(filter(None, (os.environ.get("CONDA_PREFIX"), sys.prefix))):
+            matches = sorted(Path(prefix, "lib").glob(f"lib{library}.so*"))
+            if matches:
+                return str(matches[0])
+        found = ctypes.util.find_library(library)
+        if found:
+            return found
+    return None
+
+
+def preload_allocator(choice: str, command: str = "vanilla-train") -> str:
+    """Make this CPU process run on jemalloc or tcmalloc (`--allocator`), by restarting it with the library in
+    LD_PRELOAD: the C library's malloc cannot be swapped once the process runs. Returns the allocator in use where
+    the process goes on; "auto" takes jemalloc, else tcmalloc, else says how to install one and keeps the system's.
+    The restarted process runs the same command line (`sys.orig_argv`) with the same environment plus LD_PRELOAD."""
+    current = allocator_in_use()
+    if choice == "system" or current != "system":
+        return current
+    if os.environ.get(RESTARTED_WITH):  # restarted once, and the library did not load: go on without it
+        print(f"{command}: {os.environ[RESTARTED_WITH]} did not load (LD_PRELOAD); training on the system's "
+              "malloc.", file=sys.stderr)
+        return current
+    names = list(ALLOCATORS) if choice == "auto" else [choice]
+    library = next(filter(None, map(find_allocator, names)), None)
+    if library is None:  # --allocator jemalloc/tcmalloc without the library is refused by options.check_allocator
+        print(f"{command}: training on the system's malloc, which is slower and slows a long CPU run down as it "
+              "fragments (docs/benchmarks.md). Install jemalloc (`apt install libjemalloc2`, `conda install -c "
+              f"conda-forge jemalloc`) and {command} uses it; --allocator system hides this message.", file=sys.stderr)
+        return current
+    preload = ":".join(filter(None, (library, os.environ.get("LD_PRELOAD"))))
+    print(f"{command}: restarting on {library} (--allocator {choice}; --allocator system keeps the system's "
+          "malloc).", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    env = {**os.environ, "LD_PRELOAD": preload, RESTARTED_WITH: library}
+    if "jemalloc" in Path(library).name:
+        env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    raise AssertionError("unreachable: os.execve replaces the process")

@@ -31,7 +31,7 @@ import torch
 
 from .checkpoints import CheckpointManager, TrainState, average_checkpoints, load_averaged_weights
 from .evaluation import batch_loss, bleu_on_split, validation_loss
-from .hardware import default_precision, gpu_available
+from .hardware import allocator_in_use, default_precision, gpu_available
 from .optimization import build_optimizer, build_scheduler, skips_on_device
 from .options import RECIPES, RUN_CONFIG, checkpointing, data_fingerprint, data_source_options, resolve_compile
 
@@ -591,7 +591,8 @@ def finish(run: Run, corpus: Corpus, model) -> dict:
                "tokens_seen": state.tokens_seen, "train_minutes": round(state.elapsed_seconds / 60, 2),
                "skipped_updates": state.skipped_updates, "averaged_checkpoints": 0,
                "parameters": unwrapped.num_parameters(), "precision": args.precision,
-               "processes": accelerator.num_processes, **compilation_report(run)}
+               "processes": accelerator.num_processes, "allocator": allocator_in_use(),
+               **compilation_report(run)}
     write_model_folder(run, corpus, unwrapped, summary)
     averaged, choice = average_last_checkpoints(run, corpus, model)
     if averaged:

@@ -53,8 +53,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..arguments import non_negative_float, non_negative_int, positive_float, positive_int, probability
 from ..data import load_corpus, preprocess_translation
+from ..hardware import gpu_available, preload_allocator
 from ..model_folder import check_model_folder
-from ..options import add_data_arguments, check_data_arguments, data_source_options, resolve_compile
+from ..options import (add_allocator_argument, add_data_arguments, check_allocator, check_data_arguments,
+                       data_source_options, resolve_compile)
 from ..translation import score
 
 # What Trainer writes into its output folder: a folder holding one of these holds an earlier fine-tuning run.
@@ -110,6 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--seed", type=non_negative_int, default=1, help="0 to 2**32 - 1")
     train.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     train.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is available")
+    add_allocator_argument(train)
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="Trainer's torch_compile (default: on a CUDA GPU, off on the CPU: docs/benchmarks.md)")
     train.add_argument("--pad-to-multiple-of", type=positive_int, default=None,
@@ -131,6 +134,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"argument --seed: must be in [0, 2**32 - 1], got {args.seed}")
     check_data_arguments(parser, args)
     check_output_dir(parser, args)
+    check_allocator(parser, args)
     resolve_compile(args, cuda=torch.cuda.is_available() and not args.cpu)
     return args
 
@@ -326,7 +330,11 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    """The console command: exit status 0 after a finished run (errors raise)."""
+    """The console command: exit status 0 after a finished run (errors raise). A CPU run first restarts itself on
+    jemalloc or tcmalloc where one is installed (`--allocator`, `hardware.preload_allocator`)."""
+    args = parse_args(argv)
+    if args.cpu or not gpu_available():
+        preload_allocator(args.allocator, "vanilla-finetune")
     run(argv)
     return 0
 

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from ..hardware import gpu_available, preload_allocator
 from ..options import parse_train_args
 from ..trainer import main as train
 
@@ -26,8 +27,12 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    """The console command: exit status 0 after a finished run (errors raise)."""
-    run(argv)
+    """The console command: exit status 0 after a finished run (errors raise). A CPU run first restarts itself on
+    jemalloc or tcmalloc where one is installed (`--allocator`, `hardware.preload_allocator`)."""
+    args = parse_train_args(argv)
+    if args.cpu or not gpu_available():
+        preload_allocator(args.allocator)
+    train(args)
     return 0
 
 
