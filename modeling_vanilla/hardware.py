@@ -12,8 +12,8 @@ import torch
 
 # Memory allocators a CPU run can be restarted on (`preload_allocator`), each with the library names that provide it.
 # glibc's malloc fragments as token batches of ever-different sizes come and go: in a 60-minute run its search for a
-# free block grew from 8% to 16% of the process's time within 20 minutes and the run fell from ~4,600 to ~2,300
-# target tokens/s (docs/benchmarks.md); jemalloc and tcmalloc keep blocks in size classes and do not slow down.
+# free block grew from 8% to 17% of the process's time within 40 minutes, where all of jemalloc stayed under 2%, and
+# fresh runs made 1.13x-1.34x the target tokens/s on jemalloc (docs/benchmarks.md).
 ALLOCATORS = {"jemalloc": ("jemalloc",), "tcmalloc": ("tcmalloc", "tcmalloc_minimal")}
 # jemalloc's settings unless the user gives MALLOC_CONF: by default it hands freed pages back to the kernel within
 # seconds, and the next batch faults them in again (in a CPU run, 45% of the time in the kernel, zeroing pages).

@@ -143,3 +143,13 @@ def test_a_cpu_run_restarts_itself_on_jemalloc(toy_data, tmp_path):  # noqa: F81
     assert kept.returncode == 0, kept.stderr[-3000:]
     assert "restarting" not in kept.stderr
     assert json.loads((tmp_path / "kept" / "training_summary.json").read_text())["allocator"] == "system"
+
+
+def test_main_called_from_python_never_restarts_the_process(execve, monkeypatch, toy_data, tmp_path):  # noqa: F811
+    from modeling_vanilla.cli.train import main
+
+    monkeypatch.setattr(hardware, "find_allocator", lambda name: "libjemalloc.so.2")
+    # A notebook or a user's script calling main(argv): its process is not the command line to run again.
+    assert main(train_args(toy_data, tmp_path / "run", "--max-steps", "1", "--eval-every", "0")) == 0
+    assert execve == []
+    assert json.loads((tmp_path / "run" / "training_summary.json").read_text())["step"] == 1

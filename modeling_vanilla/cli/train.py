@@ -28,9 +28,10 @@ def run(argv=None) -> dict:
 
 def main(argv=None) -> int:
     """The console command: exit status 0 after a finished run (errors raise). A CPU run first restarts itself on
-    jemalloc or tcmalloc where one is installed (`--allocator`, `hardware.preload_allocator`)."""
+    jemalloc or tcmalloc where one is installed (`--allocator`, `hardware.preload_allocator`); called from Python
+    with `argv` (a notebook, a script of yours), the process is never restarted."""
     args = parse_train_args(argv)
-    if args.cpu or not gpu_available():
+    if argv is None and (args.cpu or not gpu_available()):  # the command line is this process's own: restartable
         preload_allocator(args.allocator)
     train(args)
     return 0
