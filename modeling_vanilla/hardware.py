@@ -91,7 +91,7 @@ def preload_allocator(choice: str, command: str = "vanilla-train") -> str:
     the process goes on; "auto" takes jemalloc, else tcmalloc, else says how to install one and keeps the system's.
     The restarted process runs the same command line (`sys.orig_argv`) with the same environment plus LD_PRELOAD."""
     current = allocator_in_use()
-    if choice == "system" or current != "system":
+    if choice == "system" or current != "system" or not sys.platform.startswith("linux"):  # LD_PRELOAD is Linux's
         return current
     if os.environ.get(RESTARTED_WITH):  # restarted once, and the library did not load: go on without it
         print(f"{command}: {os.environ[RESTARTED_WITH]} did not load (LD_PRELOAD); training on the system's "

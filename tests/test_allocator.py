@@ -101,6 +101,9 @@ def test_preload_does_not_restart_when_it_should_not(execve, monkeypatch, capsys
     assert preload_allocator("auto") == "system"
     assert "libjemalloc.so.2 did not load" in capsys.readouterr().err
     monkeypatch.delenv(RESTARTED_WITH)
+    monkeypatch.setattr(sys, "platform", "darwin")  # no LD_PRELOAD there: a restart could not load the library
+    assert preload_allocator("auto") == "system"
+    monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(hardware, "allocator_in_use", lambda: "tcmalloc")  # the user preloaded one already
     assert preload_allocator("jemalloc") == "tcmalloc"
     assert execve == []
