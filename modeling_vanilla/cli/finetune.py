@@ -284,7 +284,11 @@ def build_trainer(model, tokenizer, training_args, train_dataset, eval_dataset=N
 
 def run(argv=None) -> dict:
     """Fine-tune; returns the metrics (also written to all_results.json)."""
-    args = parse_args(argv)
+    return fine_tune(parse_args(argv))
+
+
+def fine_tune(args: argparse.Namespace) -> dict:
+    """Fine-tune as the parsed options say (`parse_args`); returns the metrics."""
     set_seed(args.seed)
     check_model_folder(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -336,7 +340,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if argv is None and (args.cpu or not gpu_available()):  # the command line is this process's own: restartable
         preload_allocator(args.allocator, "vanilla-finetune")
-    run(argv)
+    fine_tune(args)
     return 0
 
 
