@@ -135,6 +135,9 @@ def test_every_code_entry_links_with_an_anchor():
     assert unlinked == [], f"rows whose Code column links nothing: {unlinked}"
     bare = [target for name, target in LINK.findall(text) if target.endswith(".py") and name != Path(target).name]
     assert bare == [], f"links to Python files without a line anchor: {bare}"
+    # A line anchor the checks above cannot read (its text is not one name, e.g. "`--flag a|b`") goes stale unseen.
+    unread = [m.group(0) for m in LINK.finditer(text) if "#L" in m.group(2) and not CODE_LINK.fullmatch(m.group(0))]
+    assert unread == [], f"line anchors whose link text is not one name the checks can follow: {unread}"
 
 
 def test_sections_5_4_and_6_1_have_one_hop_homes():
