@@ -15,6 +15,8 @@ import torch
 # free block grew from 8% to 17% of the process's time within 40 minutes, where all of jemalloc stayed under 2%, and
 # fresh runs made 1.13x-1.34x the target tokens/s on jemalloc (docs/benchmarks.md).
 ALLOCATORS = {"jemalloc": ("jemalloc",), "tcmalloc": ("tcmalloc", "tcmalloc_minimal")}
+# The packages that install each: (apt, conda-forge).
+PACKAGES = {"jemalloc": ("libjemalloc2", "jemalloc"), "tcmalloc": ("libtcmalloc-minimal4", "gperftools")}
 # jemalloc's settings unless the user gives MALLOC_CONF: by default it hands freed pages back to the kernel within
 # seconds, and the next batch faults them in again (in a CPU run, 45% of the time in the kernel, zeroing pages).
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
@@ -71,6 +73,12 @@ def allocator_in_use() -> str:
     return "system"
 
 
+def install_hint(name: str) -> str:
+    """How to install allocator `name`, for the messages that ask for it."""
+    apt, conda = PACKAGES[name]
+    return f"apt install {apt}, or conda install -c conda-forge {conda}"
+
+
 def find_allocator(name: str) -> str | None:
     """The library of allocator `name` ("jemalloc" or "tcmalloc"): in the environment's lib folder (conda, a venv
     with it), else in the dynamic linker's cache (`apt install libjemalloc2`); None where it is not installed."""
@@ -101,8 +109,8 @@ def preload_allocator(choice: str, command: str = "vanilla-train") -> str:
     library = next(filter(None, map(find_allocator, names)), None)
     if library is None:  # --allocator jemalloc/tcmalloc without the library is refused by options.check_allocator
         print(f"{command}: training on the system's malloc, which is slower and slows a long CPU run down as it "
-              "fragments (docs/benchmarks.md). Install jemalloc (`apt install libjemalloc2`, `conda install -c "
-              f"conda-forge jemalloc`) and {command} uses it; --allocator system hides this message.", file=sys.stderr)
+              f"fragments (docs/benchmarks.md). Install jemalloc ({install_hint('jemalloc')}) and {command} uses it; "
+              "--allocator system hides this message.", file=sys.stderr)
         return current
     preload = ":".join(filter(None, (library, os.environ.get("LD_PRELOAD"))))
     print(f"{command}: restarting on {library} (--allocator {choice}; --allocator system keeps the system's "

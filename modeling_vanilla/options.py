@@ -229,14 +229,12 @@ def add_allocator_argument(group) -> None:
 
 def check_allocator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A named allocator must be installed (or already preloaded): refused now, with how to install it."""
-    from .hardware import allocator_in_use, find_allocator
+    from .hardware import allocator_in_use, find_allocator, install_hint
 
     if args.allocator in ("jemalloc", "tcmalloc") and allocator_in_use() != args.allocator \
             and find_allocator(args.allocator) is None:
-        package, conda = {"jemalloc": ("libjemalloc2", "jemalloc"), "tcmalloc": ("libtcmalloc-minimal4", "gperftools")}[
-            args.allocator]
-        parser.error(f"--allocator {args.allocator}: lib{args.allocator} is not installed (apt install {package}, or "
-                     f"conda install -c conda-forge {conda}); --allocator auto uses whichever is installed")
+        parser.error(f"--allocator {args.allocator}: lib{args.allocator} is not installed ({install_hint(args.allocator)}"
+                     "); --allocator auto uses whichever is installed")
 
 
 def check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
