@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -20,6 +21,11 @@ PACKAGES = {"jemalloc": ("libjemalloc2", "jemalloc"), "tcmalloc": ("libtcmalloc-
 # jemalloc's settings unless the user gives MALLOC_CONF: by default it hands freed pages back to the kernel within
 # seconds, and the next batch faults them in again (in a CPU run, 45% of the time in the kernel, zeroing pages).
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+# But kept pages are never handed back: a 60-minute run (6000-token vocabulary) grew to 24 GB resident and was killed
+# by the kernel at minute 27 (docs/benchmarks.md). `FreePages` hands them back once a minute, which faults the working
+# set in again once a minute instead of at every batch.
+FREE_PAGES_EVERY_S = 60.0
+MALLCTL_ARENAS_ALL = 4096  # jemalloc's index for "every arena" in mallctl names
 # Set in the environment of the restarted process: the library it was restarted with, so that it never restarts again.
 RESTARTED_WITH = "VANILLA_ALLOCATOR_RESTARTED"
 
@@ -71,6 +77,33 @@ def allocator_in_use() -> str:
         if any(f"/lib{library}.so" in maps for library in libraries):
             return name
     return "system"
+
+
+class FreePages:
+    """Hands the freed pages jemalloc keeps (JEMALLOC_CONF) back to the kernel, at most once every `every_s`
+    seconds: call it after each update. Does nothing where the process does not run on jemalloc."""
+
+    def __init__(self, every_s: float = FREE_PAGES_EVERY_S):
+        self.mallctl = jemalloc_mallctl()
+        self.every_s, self.last = every_s, time.monotonic()
+
+    def __call__(self) -> bool:
+        """True where pages were handed back now."""
+        if self.mallctl is None or time.monotonic() - self.last < self.every_s:
+            return False
+        self.last = time.monotonic()
+        return self.mallctl(f"arena.{MALLCTL_ARENAS_ALL}.purge".encode(), None, None, None, 0) == 0
+
+
+def jemalloc_mallctl():
+    """jemalloc's `mallctl` where this process runs on it, else None."""
+    if allocator_in_use() != "jemalloc":
+        return None
+    mallctl = getattr(ctypes.CDLL(None), "mallctl", None)  # the preloaded library's symbols are global
+    if mallctl is not None:
+        mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        mallctl.restype = ctypes.c_int
+    return mallctl
 
 
 def install_hint(name: str) -> str:

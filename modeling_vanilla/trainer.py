@@ -31,7 +31,7 @@ import torch
 
 from .checkpoints import CheckpointManager, TrainState, average_checkpoints, load_averaged_weights
 from .evaluation import batch_loss, bleu_on_split, validation_loss
-from .hardware import allocator_in_use, default_precision, gpu_available
+from .hardware import FreePages, allocator_in_use, default_precision, gpu_available
 from .optimization import build_optimizer, build_scheduler, skips_on_device
 from .options import RECIPES, RUN_CONFIG, checkpointing, data_fingerprint, data_source_options, resolve_compile
 
@@ -307,14 +307,16 @@ def train(run: Run, corpus: Corpus, model, optimizer, scheduler) -> None:
     window = {"tokens": 0, "start": time.time()}  # target tokens/s since the last log line
     model.train()
     with stop_on_signals(run):
-        train_epochs(run, corpus, model, optimizer, scheduler, progress, window)
+        train_epochs(run, corpus, model, optimizer, scheduler, progress, window, FreePages())
     progress.close()
     run.bank_time()
 
 
-def train_epochs(run: Run, corpus: Corpus, model, optimizer, scheduler, progress, window: dict) -> None:
+def train_epochs(run: Run, corpus: Corpus, model, optimizer, scheduler, progress, window: dict,
+                 free_pages: FreePages) -> None:
     """Epochs until a stopping rule holds or a stop signal arrives. Batches are collated ahead of the step by the
-    DataLoader (`batch_loader`), and copied to the device without waiting."""
+    DataLoader (`batch_loader`), and copied to the device without waiting. `free_pages` hands jemalloc's kept pages
+    back to the kernel once a minute (hardware.FREE_PAGES_EVERY_S)."""
     args, state = run.args, run.state
     loader, epoch_batches = batch_loader(run, corpus)
     device = run.accelerator.device
@@ -331,6 +333,7 @@ def train_epochs(run: Run, corpus: Corpus, model, optimizer, scheduler, progress
             progress.update(1)
             window["tokens"] += tokens
             log_validate_and_save(run, corpus, model, window, progress)
+            free_pages()
             _test_signal_hook(state.step)
             if signal_received(run):
                 stop_after_signal(run)

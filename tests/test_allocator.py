@@ -148,6 +148,40 @@ def test_a_cpu_run_restarts_itself_on_jemalloc(toy_data, tmp_path):  # noqa: F81
     assert json.loads((tmp_path / "kept" / "training_summary.json").read_text())["allocator"] == "system"
 
 
+FREE_PAGES_CODE = """
+import torch
+from modeling_vanilla.hardware import FreePages
+
+def rss_mib():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) // 1024
+
+free_pages, not_yet = FreePages(every_s=0), FreePages(every_s=3600)
+blocks = [torch.ones(1 << 20) for _ in range(64)]  # 64 blocks of 4 MiB, touched
+before = rss_mib()
+del blocks
+kept = rss_mib()
+print(free_pages.mallctl is not None, not_yet(), before, kept, free_pages(), rss_mib())
+"""
+
+
+@needs_jemalloc
+def test_free_pages_hands_back_what_jemalloc_keeps(tmp_path):
+    # Under JEMALLOC_CONF (no decay) freed memory stays resident, and a long run's memory grew until the kernel killed it.
+    result = run_python(FREE_PAGES_CODE, tmp_path, env={"LD_PRELOAD": JEMALLOC, "MALLOC_CONF": JEMALLOC_CONF})
+    assert result.returncode == 0, result.stderr[-2000:]
+    found, early, before, kept, freed, after = result.stdout.split()
+    assert (found, early, freed) == ("True", "False", "True")
+    assert int(kept) > int(before) - 32, (before, kept)  # freed, yet still resident
+    assert int(after) < int(kept) - 200, (kept, after)  # the 256 MiB handed back
+
+
+def test_free_pages_does_nothing_on_another_allocator(tmp_path):
+    result = run_python(FREE_PAGES_CODE, tmp_path, env={"LD_PRELOAD": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    found, early, _, _, freed, _ = result.stdout.split()
+    assert (found, early, freed) == ("False", "False", "False")
+
+
 def test_main_called_from_python_never_restarts_the_process(execve, monkeypatch, toy_data, tmp_path):  # noqa: F811
     from modeling_vanilla.cli.train import main
 

@@ -86,6 +86,18 @@ def one_batch_loss(model_dir: Path, pairs: list[tuple[str, str]], label_smoothin
                                              label_smoothing=label_smoothing)
 
 
+def test_each_trainer_step_may_hand_jemalloc_pages_back(model_dir, uneven_pairs, tmp_path, monkeypatch):
+    # vanilla-finetune runs on jemalloc, which keeps freed pages (hardware.JEMALLOC_CONF) until FreePages hands them back.
+    from modeling_vanilla import hardware
+
+    calls = []
+    monkeypatch.setattr(hardware.FreePages, "__call__", lambda self: calls.append(self.every_s) or False)
+    path, _ = uneven_pairs
+    finetune([str(model_dir), *LANGUAGES, "--train-jsonl", str(path), "--max-steps", "3",
+              "--per-device-train-batch-size", "4", "--output-dir", str(tmp_path / "ft")])
+    assert calls == [hardware.FREE_PAGES_EVERY_S] * 3
+
+
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_logged_loss_under_gradient_accumulation_equals_one_step_on_the_same_examples(
     model_dir, uneven_pairs, tmp_path, label_smoothing

@@ -47,13 +47,14 @@ from transformers import (
     DataCollatorForSeq2Seq,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
+    TrainerCallback,
     set_seed,
 )
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..arguments import non_negative_float, non_negative_int, positive_float, positive_int, probability
 from ..data import load_corpus, preprocess_translation
-from ..hardware import gpu_available, preload_allocator
+from ..hardware import FreePages, gpu_available, preload_allocator
 from ..model_folder import check_model_folder
 from ..options import (add_allocator_argument, add_data_arguments, check_allocator, check_data_arguments,
                        data_source_options, resolve_compile)
@@ -264,6 +265,16 @@ def bleu_metrics(tokenizer):
     return compute_metrics
 
 
+class FreePagesCallback(TrainerCallback):
+    """Hands jemalloc's kept pages back to the kernel once a minute (`hardware.FreePages`), as vanilla-train does."""
+
+    def __init__(self):
+        self.free_pages = FreePages()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.free_pages()
+
+
 def build_trainer(model, tokenizer, training_args, train_dataset, eval_dataset=None,
                   label_smoothing: float = 0.0, pad_to_multiple_of: int | None = None) -> Seq2SeqTrainer:
     return Seq2SeqTrainerForVanilla(
@@ -279,6 +290,7 @@ def build_trainer(model, tokenizer, training_args, train_dataset, eval_dataset=N
         processing_class=tokenizer,
         compute_metrics=bleu_metrics(tokenizer),
         label_smoothing=label_smoothing,
+        callbacks=[FreePagesCallback()],
     )
 
 
