@@ -423,6 +423,18 @@ def test_the_trained_model_is_on_disk_before_the_final_evaluation(toy_data, tmp_
     assert not (out / ".tmp-model").exists()
 
 
+def test_each_update_may_hand_jemalloc_pages_back(toy_data, tmp_path, monkeypatch):
+    # vanilla-train runs on jemalloc, which keeps freed pages (hardware.JEMALLOC_CONF) until FreePages hands them back.
+    from modeling_vanilla import hardware
+    from modeling_vanilla.cli.train import run as train
+
+    calls = []
+    monkeypatch.setattr(hardware.FreePages, "__call__", lambda self: calls.append(self.every_s) or False)
+    train(train_args(toy_data, tmp_path / "run", "--max-steps", "5", "--precision", "fp32", "--eval-every", "0",
+                     "--save-every-minutes", "0", "--average-last", "0"))
+    assert calls == [hardware.FREE_PAGES_EVERY_S] * 5
+
+
 def test_average_choose_keeps_the_mean_with_the_best_validation_loss(toy_data, tmp_path):
     """--average-choose loss scores the mean of the last 1..N checkpoints on validation: the final weights are the
     mean with the lowest loss, whose loss is the final validation loss, and the summary keeps every count's score."""
