@@ -23,7 +23,7 @@ PACKAGES = {"jemalloc": ("libjemalloc2", "jemalloc"), "tcmalloc": ("libtcmalloc-
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 # But kept pages are never handed back: a 60-minute run (6000-token vocabulary) grew to 24 GB resident and was killed
 # by the kernel at minute 27 (docs/benchmarks.md). `FreePages` hands them back once a minute, which faults the working
-# set in again once a minute instead of at every batch. With it, a 60-minute run alone held flat (docs/benchmarks.md).
+# set in again once a minute instead of at every batch. Runs alone with it held flat (docs/benchmarks.md).
 FREE_PAGES_EVERY_S = 60.0
 MALLCTL_ARENAS_ALL = 4096  # jemalloc's index for "every arena" in mallctl names
 # Set in the environment of the restarted process: the library it was restarted with, so that it never restarts again.

@@ -3,13 +3,14 @@ fragments over a long run, so a CPU run restarts itself on jemalloc or tcmalloc 
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
 
 from modeling_vanilla import hardware
 from modeling_vanilla.hardware import JEMALLOC_CONF, RESTARTED_WITH, allocator_in_use, find_allocator, preload_allocator
-from tests.helpers import run_python
+from tests.helpers import REPO_ROOT, run_python
 from tests.test_training import run_train, toy_data, train_args  # noqa: F401 (toy_data is a fixture)
 
 JEMALLOC = find_allocator("jemalloc")
@@ -190,3 +191,24 @@ def test_main_called_from_python_never_restarts_the_process(execve, monkeypatch,
     assert main(train_args(toy_data, tmp_path / "run", "--max-steps", "1", "--eval-every", "0")) == 0
     assert execve == []
     assert json.loads((tmp_path / "run" / "training_summary.json").read_text())["step"] == 1
+
+
+@needs_jemalloc
+def test_the_memory_benchmark_reads_jemalloc_and_refuses_without_it(toy_data, tmp_path):  # noqa: F811
+    # benchmarks/train_memory.py reads jemalloc's own counters; on another allocator there is nothing to read.
+    log = tmp_path / "memory.jsonl"
+    command = [sys.executable, "benchmarks/train_memory.py", "--log", str(log), "--purge-every-s", "0", "--",
+               *train_args(toy_data, tmp_path / "run", "--max-steps", "2", "--eval-every", "0")]
+    refused = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "LD_PRELOAD": ""})
+    assert refused.returncode == 2 and "does not run on jemalloc" in refused.stderr, refused.stderr[-2000:]
+    ran = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LD_PRELOAD": JEMALLOC, "MALLOC_CONF": JEMALLOC_CONF})
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "malloc: jemalloc; 2 purges logged" in ran.stdout, ran.stdout[-2000:]  # one after each update
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 2 and "| first half | 1 |" in ran.stdout and "| second half | 1 |" in ran.stdout
+    for record in records:  # jemalloc's own counters: the active pages hold what is allocated; a purge keeps none back
+        assert 0 < record["before"]["allocated"] <= record["before"]["active"]
+        assert record["after"]["resident"] <= record["before"]["resident"]
+    assert json.loads((tmp_path / "run" / "training_summary.json").read_text())["step"] == 2
