@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from modeling_vanilla import hardware
+from modeling_vanilla.cli.benchmark import status_kib
 from modeling_vanilla.cli.train import main as train
 
 COUNTERS = ("allocated", "active", "resident")
@@ -37,13 +38,6 @@ def jemalloc_mib(mallctl, name: str) -> int:
     return value.value >> 20
 
 
-def rss_mib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) >> 10
-    return -1
-
-
 def reachable_tensors() -> tuple[int, int]:
     """CPU tensors Python can reach, and the MiB of their distinct storages."""
     storages, count = {}, 0
@@ -56,7 +50,7 @@ def reachable_tensors() -> tuple[int, int]:
 
 
 def reading(mallctl) -> dict:
-    return {"rss": rss_mib(), **{name: jemalloc_mib(mallctl, name) for name in COUNTERS}}
+    return {"rss": status_kib("VmRSS") >> 10, **{name: jemalloc_mib(mallctl, name) for name in COUNTERS}}
 
 
 def log_each_purge(log_path: Path, records: list, every_s: float | None = None) -> None:
@@ -67,7 +61,7 @@ def log_each_purge(log_path: Path, records: list, every_s: float | None = None) 
         hardware.FreePages.__init__ = lambda self: init(self, every_s)
 
     def logged(self) -> bool:
-        if self.mallctl is None or time.monotonic() - self.last < self.every_s:
+        if not self.due():
             return purge(self)
         before = reading(self.mallctl)
         done = purge(self)

@@ -87,9 +87,13 @@ class FreePages:
         self.mallctl = jemalloc_mallctl()
         self.every_s, self.last = every_s, time.monotonic()
 
+    def due(self) -> bool:
+        """Whether a call now would hand pages back: on jemalloc, `every_s` after the last time."""
+        return self.mallctl is not None and time.monotonic() - self.last >= self.every_s
+
     def __call__(self) -> bool:
         """True where pages were handed back now."""
-        if self.mallctl is None or time.monotonic() - self.last < self.every_s:
+        if not self.due():
             return False
         self.last = time.monotonic()
         return self.mallctl(f"arena.{MALLCTL_ARENAS_ALL}.purge".encode(), None, None, None, 0) == 0

@@ -147,7 +147,8 @@ def ratio(value: float, peer: float) -> float:
 # Memory: each measurement in a fresh process
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB (VmRSS: resident now; VmHWM: the peak)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -160,12 +161,12 @@ def reset_peak_rss() -> int:
     used: a process started by fork + exec inherits its parent's peak.)"""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    return _status_kib("VmRSS")
+    return status_kib("VmRSS")
 
 
 def peak_rss() -> int:
     """Peak resident memory since `reset_peak_rss`, in KiB."""
-    return _status_kib("VmHWM")
+    return status_kib("VmHWM")
 
 
 def _measure_training_step(preset: str, batch_size: int, length: int, checkpointing: bool, queue) -> None:
