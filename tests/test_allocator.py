@@ -151,10 +151,11 @@ def test_a_cpu_run_restarts_itself_on_jemalloc(toy_data, tmp_path):  # noqa: F81
 
 FREE_PAGES_CODE = """
 import torch
+from modeling_vanilla.cli.benchmark import status_kib
 from modeling_vanilla.hardware import FreePages
 
 def rss_mib():
-    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) // 1024
+    return status_kib("VmRSS") // 1024
 
 free_pages, not_yet = FreePages(every_s=0), FreePages(every_s=3600)
 blocks = [torch.ones(1 << 20) for _ in range(64)]  # 64 blocks of 4 MiB, touched
