@@ -29,10 +29,14 @@ from modeling_vanilla.cli.train import main as train
 COUNTERS = ("allocated", "active", "resident")
 
 
-def jemalloc_mib(mallctl, name: str) -> int:
-    """A jemalloc statistic in MiB, after refreshing jemalloc's statistics (`epoch`)."""
+def refresh_statistics(mallctl) -> None:
+    """jemalloc's `stats.*` are a snapshot, taken anew when `epoch` is written."""
     epoch, size = ctypes.c_uint64(1), ctypes.c_size_t(8)
     mallctl(b"epoch", ctypes.byref(epoch), ctypes.byref(size), ctypes.byref(epoch), 8)
+
+
+def jemalloc_mib(mallctl, name: str) -> int:
+    """A jemalloc statistic of the last snapshot (`refresh_statistics`), in MiB."""
     value, size = ctypes.c_size_t(0), ctypes.c_size_t(8)
     mallctl(f"stats.{name}".encode(), ctypes.byref(value), ctypes.byref(size), None, 0)
     return value.value >> 20
@@ -50,6 +54,8 @@ def reachable_tensors() -> tuple[int, int]:
 
 
 def reading(mallctl) -> dict:
+    """VmRSS and jemalloc's counters, all three from one snapshot (so that allocated <= active <= resident holds)."""
+    refresh_statistics(mallctl)
     return {"rss": status_kib("VmRSS") >> 10, **{name: jemalloc_mib(mallctl, name) for name in COUNTERS}}
 
 
