@@ -36,6 +36,20 @@ def test_dropout_zeroes_a_fraction_p_and_scales_the_rest_as_pytorch_does(p, dtyp
     assert (per_column - p).abs().max() < 6 * (p * (1 - p) / x.shape[0]) ** 0.5
 
 
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_drops_each_of_the_four_elements_that_share_a_random_word_alike(p):
+    """The CPU mask reads four elements from each 64-bit random word; each quarter must be uniform (a word with a
+    fixed sign bit would never drop one of them), and a size that is not a multiple of four must work."""
+    torch.manual_seed(2)
+    x = torch.ones(4 * 300_000 + 3)
+    ours = apply_dropout(x, p=p, training=True)
+    assert ours.shape == x.shape
+    n = x.numel() // 4
+    for quarter in range(4):
+        dropped = (ours[quarter:4 * n:4] == 0).float().mean().item()
+        assert abs(dropped - p) < 6 * (p * (1 - p) / n) ** 0.5, (quarter, dropped)
+
+
 def test_dropout_gradient_is_the_mask_times_the_scale():
     torch.manual_seed(1)
     x = (torch.rand(64, 300) + 0.5).requires_grad_()
@@ -65,6 +79,11 @@ def test_dropout_draws_from_torch_seed_and_draws_anew_each_call():
 def test_dropout_of_one_zeroes_everything_and_a_bad_probability_is_refused_as_by_pytorch():
     x = torch.rand(4, 5)
     assert torch.equal(apply_dropout(x, 1.0, True), torch.zeros_like(x))
+    # Rates closer to 0 or 1 than 16 random bits resolve: as PyTorch's (not all kept and scaled up, nor all dropped).
+    torch.manual_seed(3)
+    ones = torch.ones(100_000)
+    assert (apply_dropout(ones, 1 - 1e-6, True) == 0).sum() > 99_900
+    assert (apply_dropout(ones, 1e-7, True) == 0).sum() < 10
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="dropout probability has to be between 0 and 1"):
             apply_dropout(x, bad, True)

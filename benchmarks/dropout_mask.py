@@ -1,0 +1,96 @@
+"""Dropout's mask on the CPU: `apply_dropout` (16 random bits per element) against the mask it replaced (one
+`torch.rand` number per element) and PyTorch's `nn.functional.dropout`, forward and backward on the recipe's shapes,
+then whole bf16 training steps of the `--recipe multi30k` model with the two masks, alternating.
+
+    python benchmarks/dropout_mask.py [--rounds 3]
+
+Prints the machine line (AMX or not) and ratios measured in the same run; the machine is shared, so read ratios.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
+from modeling_vanilla import modeling_vanilla
+from modeling_vanilla.hardware import describe_machine
+
+
+def rand_mask_dropout(hidden_states, p, training):
+    """The CPU mask before: one float32 uniform number per element, compared with p."""
+    if not training or p == 0.0:
+        return hidden_states
+    keep = torch.rand(hidden_states.shape, dtype=torch.float32) >= p
+    return hidden_states * keep.to(hidden_states.dtype).div_(1.0 - p)
+
+
+def median_ms(run, repeats: int, warmup: int = 3) -> float:
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        run()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def mask_table(p: float = 0.1, repeats: int = 20) -> None:
+    kinds = {"nn.functional.dropout": lambda x: nn.functional.dropout(x, p, True),
+             "torch.rand mask": lambda x: rand_mask_dropout(x, p, True),
+             "apply_dropout": lambda x: modeling_vanilla.apply_dropout(x, p, True)}
+    print(f"| shape, dtype (p={p}, forward + backward) | " + " | ".join(kinds) + " | rand / apply_dropout |")
+    print("| --- |" + " ---: |" * (len(kinds) + 1))
+    for shape in [(128, 17, 1024), (128, 17, 256), (128, 4, 17, 17)]:
+        for dtype in (torch.bfloat16, torch.float32):
+            x = torch.rand(shape).to(dtype).requires_grad_()
+            grad = torch.ones(shape, dtype=dtype)
+            ms = {name: median_ms(lambda: fn(x).backward(grad), repeats) for name, fn in kinds.items()}
+            cells = " | ".join(f"{v:.2f} ms" for v in ms.values())
+            print(f"| {shape}, {str(dtype)[6:]} | {cells} | {ms['torch.rand mask'] / ms['apply_dropout']:.2f}x |")
+
+
+def step_table(rounds: int, repeats: int = 10) -> None:
+    torch.manual_seed(0)
+    config = VanillaTransformerConfig.small(vocab_size=10000, dropout=0.2, attention_dropout=0.1,
+                                            activation_dropout=0.1)
+    model = VanillaTransformerForConditionalGeneration(config).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    source = torch.randint(4, 10000, (128, 16))
+    labels = torch.randint(4, 10000, (128, 17))  # ~2,200 target tokens, Multi30k's lengths
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=source, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    ours = modeling_vanilla.apply_dropout
+    results = {"torch.rand mask": [], "apply_dropout": []}
+    try:
+        for _ in range(rounds):
+            for name, fn in (("torch.rand mask", rand_mask_dropout), ("apply_dropout", ours)):
+                modeling_vanilla.apply_dropout = fn
+                results[name].append(median_ms(step, repeats))
+    finally:
+        modeling_vanilla.apply_dropout = ours
+    before, after = (statistics.median(v) for v in results.values())
+    print("\n| bf16 training step, recipe multi30k model, 128 x 17 tokens | torch.rand mask | apply_dropout | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| median of {rounds} rounds of {repeats} steps | {before:.1f} ms | {after:.1f} ms | {before / after:.3f}x |")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the whole-step comparison")
+    args = parser.parse_args(argv)
+    print(describe_machine(), "\n")
+    mask_table()
+    step_table(args.rounds)
+
+
+if __name__ == "__main__":
+    main()
