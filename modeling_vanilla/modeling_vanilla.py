@@ -90,7 +90,7 @@ def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torc
     1 / (1 - p); otherwise return the input.
 
     On the CPU the mask is drawn from random bits: each element gets 16 of them, read as an integer from 0 to 65535,
-    and is dropped when that integer is below p * 65536 (rounded, so the rate is p to within 1 / 131072). It is about 2x
+    and is dropped when that integer is below p * 65536 (rounded, so the rate is p to within 1 / 131072). It is 1.7-1.9x
     as fast as drawing one `torch.rand` number per element and 2-4x as fast as PyTorch's CPU dropout (`bernoulli_`),
     and training runs 17 dropouts or more per update (docs/benchmarks.md, benchmarks/dropout_mask.py). Other devices keep PyTorch's
     fused kernel.
@@ -102,8 +102,9 @@ def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torc
         return nn.functional.dropout(hidden_states, p=p, training=True)
     count = hidden_states.numel()
     # One 64-bit random word per four elements: its four 16-bit quarters, as signed integers, are uniform on
-    # -32768..32767, so "dropped" is "below -32768 + round(p * 65536)".
-    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=hidden_states.device).random_(-(2**63), None)
+    # -32768..32767, so "dropped" is "below -32768 + round(p * 65536)". (randint's upper bound is exclusive, so one
+    # word of 2^64 never comes, a bias of 2^-64; `Tensor.random_`, which has all of them, does not torch.compile.)
+    words = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=hidden_states.device)
     keep = words.view(torch.int16)[:count].view(hidden_states.shape) >= round(p * 65536) - 32768
     # The kept elements' scale in the input's dtype, as PyTorch's own dropout multiplies by it.
     return hidden_states * keep.to(hidden_states.dtype).div_(1.0 - p)
