@@ -90,10 +90,10 @@ def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torc
     1 / (1 - p); otherwise return the input.
 
     On the CPU the mask is drawn from random bits: each element gets 16 of them, read as an integer from 0 to 65535,
-    and is dropped when that integer is below p * 65536 (rounded, so the rate is p to within 1 / 131072). It is 1.7-1.9x
-    as fast as drawing one `torch.rand` number per element and 2-4x as fast as PyTorch's CPU dropout (`bernoulli_`),
-    and training runs 17 dropouts or more per update (docs/benchmarks.md, benchmarks/dropout_mask.py). Other devices keep PyTorch's
-    fused kernel.
+    and is dropped when that integer is below p * 65536 (rounded, so the rate is p to within 1 / 131072). It is
+    1.7-1.9x as fast as drawing one `torch.rand` number per element and 2-4x as fast as PyTorch's CPU dropout
+    (`bernoulli_`), and training runs 17 dropouts or more per update (docs/benchmarks.md, benchmarks/dropout_mask.py).
+    Other devices keep PyTorch's fused kernel.
     """
     if not training or p == 0.0:
         return hidden_states
