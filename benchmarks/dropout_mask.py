@@ -9,14 +9,15 @@ Prints the machine line (AMX or not) and ratios measured in the same run; the ma
 
 import argparse
 import statistics
-import time
 
 import torch
 from torch import nn
 
 from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 from modeling_vanilla import modeling_vanilla
+from modeling_vanilla.cli.benchmark import time_it
 from modeling_vanilla.hardware import describe_machine
+from modeling_vanilla.options import RECIPES, parse_overrides
 
 
 def rand_mask_dropout(hidden_states, p, training):
@@ -28,13 +29,7 @@ def rand_mask_dropout(hidden_states, p, training):
 
 
 def median_ms(run, repeats: int, warmup: int = 3) -> float:
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        run()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return statistics.median(time_it(run, warmup, repeats)) * 1000
 
 
 def mask_table(p: float = 0.1, repeats: int = 20) -> None:
@@ -54,12 +49,14 @@ def mask_table(p: float = 0.1, repeats: int = 20) -> None:
 
 def step_table(rounds: int, repeats: int = 10) -> None:
     torch.manual_seed(0)
-    config = VanillaTransformerConfig.small(vocab_size=10000, dropout=0.2, attention_dropout=0.1,
-                                            activation_dropout=0.1)
+    recipe = RECIPES["multi30k"]
+    vocab_size = recipe["flags"]["vocab_size"]
+    preset = getattr(VanillaTransformerConfig, recipe["flags"]["preset"])
+    config = preset(vocab_size=vocab_size, **parse_overrides(recipe["override"]))
     model = VanillaTransformerForConditionalGeneration(config).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    source = torch.randint(4, 10000, (128, 16))
-    labels = torch.randint(4, 10000, (128, 17))  # ~2,200 target tokens, Multi30k's lengths
+    source = torch.randint(4, vocab_size, (128, 16))
+    labels = torch.randint(4, vocab_size, (128, 17))  # ~2,200 target tokens, Multi30k's lengths
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16):
