@@ -15,6 +15,7 @@ from torch import nn
 
 from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 from modeling_vanilla import modeling_vanilla
+from modeling_vanilla.arguments import positive_int
 from modeling_vanilla.cli.benchmark import time_it
 from modeling_vanilla.hardware import describe_machine
 from modeling_vanilla.options import RECIPES, parse_overrides
@@ -83,7 +84,7 @@ def step_table(rounds: int, repeats: int = 10) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the whole-step comparison")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="alternating rounds of the whole-step comparison")
     args = parser.parse_args(argv)
     print(describe_machine(), "\n")
     mask_table()
