@@ -6,6 +6,8 @@ lrate = d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5), with warmup_ste
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -50,8 +52,21 @@ def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
     return bool(optimizer.defaults.get("fused"))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, d_model: int, warmup_steps: int = 4000, scale: float = 1.0):
-    """A LambdaLR that gives the optimizer the Eq. (3) rate for the step about to be taken (1, 2, ...)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda done: inverse_sqrt_learning_rate(done + 1, d_model, warmup_steps, scale)
-    )
+def linear_cooldown(spent: float, fraction: float) -> float:
+    """Not in the paper: the factor of a linear decay of the rate to zero over the last `fraction` of a run's budget
+    (1 before it; 1 always when `fraction` is 0). `spent` is the part of the budget already used, from 0 to 1."""
+    if not fraction:
+        return 1.0
+    return min(1.0, max(0.0, (1.0 - spent) / fraction))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, d_model: int, warmup_steps: int = 4000, scale: float = 1.0,
+                    factor: Callable[[int], float] | None = None):
+    """A LambdaLR that gives the optimizer the Eq. (3) rate for the step about to be taken (1, 2, ...), times
+    `factor(updates done)` when given (the trainer's --lr-cooldown, not in the paper)."""
+
+    def rate(done: int) -> float:
+        eq3 = inverse_sqrt_learning_rate(done + 1, d_model, warmup_steps, scale)
+        return eq3 if factor is None else eq3 * factor(done)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, rate)

@@ -17,6 +17,7 @@ from .arguments import (
     int_at_least,
     non_negative_float,
     non_negative_int,
+    number_in_range,
     positive_float,
     positive_int,
     probability,
@@ -118,6 +119,11 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--warmup-steps", type=positive_int, default=4000, help="Eq. (3)")
     train.add_argument("--lr-scale", type=positive_float, default=1.0, help="multiplies Eq. (3) (1 in the paper)")
     train.add_argument("--label-smoothing", type=probability, default=0.1, help="section 5.4")
+    # Not in the paper: Eq. (3) decays with the inverse square root of the step to the end.
+    train.add_argument("--lr-cooldown", type=number_in_range(0, 1, "a fraction of the training budget"), default=0.0,
+                       metavar="FRACTION",
+                       help="decay the rate linearly to zero over this last part of the budget (--max-steps, "
+                            "--max-epochs or --max-minutes, whichever ends first); 0 = off, as in the paper")
     train.add_argument("--clip-norm", type=non_negative_float, default=0.0, help="gradient clipping, 0 = off (not in the paper)")
     train.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                        help="default: bf16 where supported (CPU with AMX/AVX512-BF16, recent GPUs), else fp32")

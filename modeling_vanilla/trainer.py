@@ -32,7 +32,7 @@ import torch
 from .checkpoints import CheckpointManager, TrainState, average_checkpoints, load_averaged_weights
 from .evaluation import batch_loss, bleu_on_split, validation_loss
 from .hardware import FreePages, allocator_in_use, default_precision, gpu_available
-from .optimization import build_optimizer, build_scheduler, skips_on_device
+from .optimization import build_optimizer, build_scheduler, linear_cooldown, skips_on_device
 from .options import RECIPES, RUN_CONFIG, checkpointing, data_fingerprint, data_source_options, resolve_compile
 
 METRICS = "metrics.jsonl"
@@ -49,9 +49,11 @@ class Run:
     checkpoints: CheckpointManager | None = None
     metrics: MetricsLog | None = None
     started: float = field(default_factory=time.time)  # when the clock of this process last started
-    last_save: float = field(default_factory=time.time)
+    agreed_minutes: float = 0.0  # several processes: the training minutes agreed on last (or those resumed from)
+    last_save_minutes: float = 0.0  # `budget_minutes()` at the last checkpoint (for --save-every-minutes)
     stats: UpdateStats | None = None  # loss and skipped updates since the last read-back, on the device
     compiled: Any = None  # torch.compile of the model, for the training forward (--compile)
+    last_rate: float = 0.0  # the learning rate of the last update
     stop_signal: int | None = None  # SIGTERM/SIGINT received: checkpoint and exit after the current update
     training_objects: dict = field(default_factory=dict)  # model, optimizer, scheduler: what a checkpoint holds
 
@@ -62,6 +64,28 @@ class Run:
         """Training minutes, this process and the runs it resumed."""
         return (self.state.elapsed_seconds + time.time() - self.started) / 60
 
+    def budget_minutes(self) -> float:
+        """The training minutes that --max-minutes, --save-every-minutes and --lr-cooldown read. One process reads
+        its clock; several read the largest of their clocks, agreed on every SIGNAL_CHECK_EVERY updates
+        (`signal_received`), so that all stop, save and set the rate at the same update: clocks read apart would
+        leave one process waiting for the others' gradients, or give the replicas different rates."""
+        if self.accelerator.num_processes == 1:
+            return self.minutes()
+        return self.agreed_minutes
+
+    def budget_spent(self, updates: int, epoch_batches: int) -> float:
+        """The part of the budget used after `updates` updates, from 0 to 1: the largest over --max-steps,
+        --max-epochs and --max-minutes, as the run stops at whichever ends first."""
+        a, s = self.args, self.state
+        spent = [0.0]
+        if a.max_steps is not None:
+            spent.append(updates / a.max_steps)
+        if a.max_epochs is not None:
+            spent.append((s.epoch + s.batch_in_epoch / max(epoch_batches, 1)) / a.max_epochs)
+        if a.max_minutes is not None:
+            spent.append(self.budget_minutes() / a.max_minutes)
+        return min(1.0, max(spent))
+
     def bank_time(self) -> None:
         """Move this process's elapsed time into the state (saved with checkpoints)."""
         self.state.elapsed_seconds += time.time() - self.started
@@ -71,7 +95,7 @@ class Run:
         a, s = self.args, self.state
         return ((a.max_steps is not None and s.step >= a.max_steps)
                 or (a.max_epochs is not None and s.epoch >= a.max_epochs)
-                or (a.max_minutes is not None and self.minutes() >= a.max_minutes))
+                or (a.max_minutes is not None and self.budget_minutes() >= a.max_minutes))
 
 
 @dataclass
@@ -146,7 +170,14 @@ def start_run(args: argparse.Namespace) -> Run:
         # ~100x slower. Flushing them to zero changes nothing measurable in training and keeps steps fast.
         torch.set_flush_denormal(True)
     return Run(args=args, accelerator=accelerator, out=out, metrics=MetricsLog(out / METRICS, accelerator),
-               stats=UpdateStats(accelerator.device))
+               stats=UpdateStats(accelerator.device), started=time.time() - _test_clock_skew(accelerator))
+
+
+def _test_clock_skew(accelerator) -> float:
+    """For the clock agreement test (tests/test_training.py) only: VANILLA_TEST_CLOCK_SKEW="1:6" starts process 1's
+    clock 6 seconds ahead of the others."""
+    rank, _, seconds = os.environ.get("VANILLA_TEST_CLOCK_SKEW", "").partition(":")
+    return float(seconds) if rank and int(rank) == accelerator.process_index else 0.0
 
 
 def check_sharding(accelerator, args: argparse.Namespace) -> None:
@@ -236,7 +267,11 @@ def build_model_and_optimizer(run: Run, corpus: Corpus):
     if accelerator.is_main_process:  # the config beside the tokenizer lets vanilla-average work mid-run
         config.save_pretrained(run.out)
     optimizer = build_optimizer(model)
-    scheduler = build_scheduler(optimizer, config.d_model, args.warmup_steps, args.lr_scale)
+    cooldown = None
+    if args.lr_cooldown:  # not in the paper: the rate decays to zero over the last part of the budget
+        def cooldown(done: int) -> float:
+            return linear_cooldown(run.budget_spent(done, len(corpus.sampler)), args.lr_cooldown)
+    scheduler = build_scheduler(optimizer, config.d_model, args.warmup_steps, args.lr_scale, cooldown)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     run.checkpoints = CheckpointManager(run.out / "checkpoints", keep=args.keep_checkpoints, log=run.print)
     run.training_objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
@@ -272,6 +307,7 @@ def resume(run: Run) -> None:
         run.checkpoints.load(latest, run.accelerator, state=run.state, **run.training_objects)
         state = run.state
         run.print(f"Resumed from {latest}: step {state.step}, epoch {state.epoch}, batch {state.batch_in_epoch}.")
+        run.last_save_minutes = run.agreed_minutes = state.elapsed_seconds / 60  # the same on every process
     if run.accelerator.is_main_process:
         forget_metrics_after(run.out / METRICS, run.state.step)
 
@@ -290,7 +326,7 @@ def save_checkpoint(run: Run, best: bool = False) -> Path:
     read_back(run)  # the state saved counts every update so far
     run.bank_time()
     folder = run.checkpoints.save(run.accelerator, run.state.step, state=run.state, best=best, **run.training_objects)
-    run.last_save = time.time()
+    run.last_save_minutes = run.budget_minutes()
     return folder
 
 
@@ -389,17 +425,20 @@ def stop_on_signals(run: Run):
             signal.signal(sig, old)
 
 
-# With several processes, a stop signal is agreed on every this many updates (a collective the device waits for).
+# With several processes, a stop signal and the clock are agreed on every this many updates (a collective the
+# device waits for).
 SIGNAL_CHECK_EVERY = 10
 
 
 def signal_received(run: Run) -> bool:
-    """Whether any process got a stop signal (all processes stop at the same update)."""
+    """Whether any process got a stop signal (all processes stop at the same update). Several processes agree on
+    it every SIGNAL_CHECK_EVERY updates, and on the clock at the same time (`Run.budget_minutes`)."""
     if run.accelerator.num_processes > 1:
         if run.state.step % SIGNAL_CHECK_EVERY:
             return False
-        flag = torch.tensor(run.stop_signal or 0, device=run.accelerator.device)
-        run.stop_signal = int(run.accelerator.reduce(flag, "max")) or None
+        mine = torch.tensor([run.stop_signal or 0, run.minutes()], dtype=torch.float64, device=run.accelerator.device)
+        agreed = run.accelerator.reduce(mine, "max").tolist()
+        run.stop_signal, run.agreed_minutes = int(agreed[0]) or None, agreed[1]
     return run.stop_signal is not None
 
 
@@ -450,6 +489,7 @@ def train_step(run: Run, model, optimizer, scheduler, micro: list[dict], tokens:
         accelerator.clip_grad_norm_(model.parameters(), args.clip_norm)
     run.stats.add(step_loss, bad, tokens, run.state.step + 1)
     inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate's wrapper holds the torch optimizer
+    run.last_rate = inner.param_groups[0]["lr"]
     if skips_on_device(inner):
         inner.found_inf = bad.float()  # read by the fused kernel: 1 leaves weights, moments and Adam's step alone
         try:
@@ -547,16 +587,16 @@ def log_validate_and_save(run: Run, corpus: Corpus, model, window: dict, progres
         if result["valid_nll"] < best and checkpointing(run.args):
             save_checkpoint(run, best=True)  # also kept as checkpoints/best, beside the last K
             return
-    time_to_save = args.save_every_minutes and time.time() - run.last_save >= 60 * args.save_every_minutes
+    minutes_since_save = run.budget_minutes() - run.last_save_minutes
+    time_to_save = args.save_every_minutes and minutes_since_save >= args.save_every_minutes
     if (args.save_every and state.step % args.save_every == 0) or time_to_save:
         save_checkpoint(run)
 
 
 def scheduler_rate(run: Run) -> float:
-    """The learning rate of the last update (Eq. 3 at its step), as the scheduler gave it."""
-    scheduler = run.training_objects["scheduler"]
-    scheduler = getattr(scheduler, "scheduler", scheduler)  # Accelerate's wrapper
-    return scheduler.base_lrs[0] * scheduler.lr_lambdas[0](run.state.step - 1)
+    """The learning rate of the last update (Eq. 3 at its step, times the --lr-cooldown factor), as the scheduler
+    gave it to the optimizer."""
+    return run.last_rate
 
 
 # A validation loss this far (in nats per token) above its best is a diverging run, not noise.

@@ -13,7 +13,12 @@ from tests.helpers import REPO_ROOT
 from safetensors.torch import load_file, save_file
 
 from modeling_vanilla.checkpoints import COMPLETE_MARKER, CheckpointManager, TrainState, average_checkpoints
-from modeling_vanilla.optimization import build_optimizer, build_scheduler, inverse_sqrt_learning_rate
+from modeling_vanilla.optimization import (
+    build_optimizer,
+    build_scheduler,
+    inverse_sqrt_learning_rate,
+    linear_cooldown,
+)
 from modeling_vanilla.toy_corpus import write_toy_corpus
 
 # Section 5.3: Eq. (3)
@@ -215,6 +220,90 @@ def test_resume_after_sigkill_matches_the_straight_run(toy_data, tmp_path):
     log = again.stdout + again.stderr
     assert again.returncode == 0, log[-3000:]
     assert "Skipping checkpoint" in log and "step-0000008" in log and "Resumed from" in log and "step 4" in log
+
+
+def test_linear_cooldown_is_one_before_the_last_fraction_then_falls_to_zero():
+    assert [linear_cooldown(spent, 0.2) for spent in (0.0, 0.5, 0.8, 0.9, 0.95, 1.0)] == pytest.approx(
+        [1.0, 1.0, 1.0, 0.5, 0.25, 0.0])
+    assert linear_cooldown(0.99, 0.0) == 1.0  # off: Eq. (3) alone, as in the paper
+    assert linear_cooldown(0.25, 1.0) == pytest.approx(0.75)  # the whole run
+
+
+def test_the_budget_spent_is_the_largest_part_over_steps_epochs_and_minutes():
+    import argparse
+    import time
+    from types import SimpleNamespace
+
+    from modeling_vanilla.trainer import Run
+
+    def run(processes=1, **limits):
+        args = argparse.Namespace(**{"max_steps": None, "max_epochs": None, "max_minutes": None, **limits})
+        return Run(args=args, accelerator=SimpleNamespace(num_processes=processes), out=None)
+
+    steps = run(max_steps=200)
+    assert steps.budget_spent(50, epoch_batches=10) == pytest.approx(0.25)
+    epochs = run(max_epochs=4, max_steps=1000)
+    epochs.state.epoch, epochs.state.batch_in_epoch = 1, 5
+    assert epochs.budget_spent(10, epoch_batches=10) == pytest.approx(1.5 / 4)  # epochs end first
+    minutes = run(max_minutes=60.0, max_steps=10**6)
+    minutes.state.elapsed_seconds, minutes.started = 45 * 60, time.time()  # resumed after 45 minutes
+    assert minutes.budget_spent(1, epoch_batches=10) == pytest.approx(0.75, abs=1e-3)
+    assert run(max_steps=10).budget_spent(12, epoch_batches=10) == 1.0  # never more than the whole budget
+    # Several processes read the clock they last agreed on (every SIGNAL_CHECK_EVERY updates), not their own.
+    shared = run(processes=2, max_minutes=60.0)
+    shared.started = time.time() - 20 * 60
+    assert shared.budget_spent(1, epoch_batches=10) == 0.0  # nothing agreed yet
+    shared.agreed_minutes = 30.0
+    assert shared.budget_spent(1, epoch_batches=10) == pytest.approx(0.5)
+
+
+def test_lr_cooldown_changes_nothing_before_the_last_part_then_decays_to_zero(toy_data, tmp_path):
+    from modeling_vanilla.cli.train import run as train
+
+    common = ("--max-steps", "20", "--precision", "fp32", "--eval-every", "0", "--save-every-minutes", "0")
+    train(train_args(toy_data, tmp_path / "plain", *common))
+    train(train_args(toy_data, tmp_path / "cooled", *common, "--lr-cooldown", "0.5"))
+
+    def logged(out):
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                if "loss" in json.loads(line)]
+
+    plain, cooled = logged(tmp_path / "plain"), logged(tmp_path / "cooled")
+    assert [r["step"] for r in cooled] == list(range(1, 21))
+    d_model = json.loads((tmp_path / "cooled" / "config.json").read_text())["d_model"]
+    for row in cooled:  # update n takes Eq. (3) at n times the factor after n - 1 of the 20 updates
+        factor = min(1.0, (1 - (row["step"] - 1) / 20) / 0.5)
+        assert row["lr"] == pytest.approx(inverse_sqrt_learning_rate(row["step"], d_model, 20) * factor, rel=1e-9)
+    assert [r["lr"] for r in plain] == pytest.approx([inverse_sqrt_learning_rate(n, d_model, 20) for n in
+                                                      range(1, 21)], rel=1e-9)
+    # Updates 1 to 11 take the same rates, so the losses up to update 12 (measured before it) are the same.
+    assert [r["loss"] for r in cooled[:12]] == [r["loss"] for r in plain[:12]]
+    assert cooled[-1]["loss"] != plain[-1]["loss"]
+
+
+def test_two_processes_agree_on_the_clock_when_theirs_differ(toy_data, tmp_path):
+    """--max-minutes, --save-every-minutes and --lr-cooldown read a clock both processes agree on. Here process 1's
+    clock runs 6 seconds ahead: reading their own clocks, it would stop 6 seconds before process 0 and leave process
+    0 waiting for its gradients (a hang), and the two would set different rates during the cooldown."""
+    pytest.importorskip("accelerate")
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    out = tmp_path / "two"
+    args = train_args(toy_data, out, "--max-minutes", "0.25", "--precision", "fp32", "--eval-every", "0",
+                      "--save-every-minutes", "0.05", "--keep-checkpoints", "20", "--lr-cooldown", "0.5",
+                      "--log-every", "10")
+    command = launcher + [str(REPO_ROOT / "scripts" / "train.py"), *args]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "VANILLA_TEST_CLOCK_SKEW": "1:6"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["step"] % 10 == 0  # both stopped at an update they agreed on
+    # Process 0 (whose time the summary gives) stopped at the agreed 15 seconds, ~9 of its own: the larger clock wins.
+    assert summary["train_minutes"] < 0.25 - 0.05, summary
+    rates = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in line]
+    assert rates[-1] < 0.2 * max(rates)  # the cooldown reached its end with the agreed budget
+    saved = sorted((out / "checkpoints").glob("step-*"))
+    assert len(saved) >= 2 and saved[-1].name == f"step-{summary['step']:07d}"
 
 
 def test_two_processes_match_one_process_with_update_freq_2(toy_data, tmp_path):
@@ -618,6 +707,7 @@ def test_a_run_started_with_a_tokenizer_keeps_it_in_its_folder_from_the_start(to
         ("--max-bad-updates", "0", "a positive integer"),
         ("--pad-to-multiple-of", "0", "a positive integer"),
         ("--num-workers", "-1", "a non-negative integer"),
+        ("--lr-cooldown", "1.5", "a fraction of the training budget in [0, 1]"),
     ],
 )
 def test_every_numeric_option_is_checked_before_any_work(toy_data, tmp_path, capsys, flag, value, words):
