@@ -759,7 +759,10 @@ def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -
         training=f"{summary['step']} updates ({summary['epochs']:.2f} epochs, {summary['tokens_seen']} target tokens) "
                  f"of up to {args.max_tokens} x {args.update_freq} tokens per side and process, "
                  f"{summary['processes']} process(es); Adam (0.9, 0.98, 1e-9), Eq. (3) learning rate with "
-                 f"{args.warmup_steps} warmup steps x {args.lr_scale}; label smoothing {args.label_smoothing}; "
+                 f"{args.warmup_steps} warmup steps x {args.lr_scale}"
+                 + (f", decayed linearly to zero over the last {args.lr_cooldown:g} of the budget (not in the paper)"
+                    if args.lr_cooldown else "")
+                 + f"; label smoothing {args.label_smoothing}; "
                  f"{args.precision}; {summary['train_minutes']} minutes on {device}; final weights "
                  + (f"averaged over the last {averaged} checkpoints" if averaged else "of the last step")
                  + (f" (the count of 1..{len(summary['average_choice']['scores'])} with the best "

@@ -765,6 +765,7 @@ def test_greedy_final_evaluation_trains_and_saves(toy_data, tmp_path):
         ["--num-beams", "5", "--length-penalty", "0.0"],
         ["--model-name", "my: model 'quoted' #1", "--card-dataset", "user/data: set"],
         ["--override", "layer_norm=pre", "tie_word_embeddings=false", "positional_encoding=learned"],
+        ["--lr-cooldown", "0.2"],
     ],
 )
 def test_flag_combinations_reach_a_savable_generation_config_and_a_valid_card(toy_data, tmp_path, extra):
@@ -793,6 +794,8 @@ def test_flag_combinations_reach_a_savable_generation_config_and_a_valid_card(to
         assert metadata["datasets"] == [args.card_dataset]
         assert metadata["model-index"][0]["name"] == args.model_name
     assert str(toy_data) not in card  # the local folder of --train-files is not published
+    cooldown = "decayed linearly to zero over the last 0.2 of the budget (not in the paper)"
+    assert (cooldown in card) == (args.lr_cooldown == 0.2)
 
 
 def test_the_card_of_a_recipe_run_shows_the_recipes_measured_runs(toy_data, tmp_path, monkeypatch):
