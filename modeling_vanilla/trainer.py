@@ -53,7 +53,7 @@ class Run:
     last_save_minutes: float = 0.0  # `budget_minutes()` at the last checkpoint (for --save-every-minutes)
     stats: UpdateStats | None = None  # loss and skipped updates since the last read-back, on the device
     compiled: Any = None  # torch.compile of the model, for the training forward (--compile)
-    last_rate: float = 0.0  # the learning rate of the last update
+    last_rate: float = 0.0  # the learning rate the last update used (Eq. 3 times any --lr-cooldown factor)
     stop_signal: int | None = None  # SIGTERM/SIGINT received: checkpoint and exit after the current update
     training_objects: dict = field(default_factory=dict)  # model, optimizer, scheduler: what a checkpoint holds
 
@@ -563,7 +563,7 @@ def log_validate_and_save(run: Run, corpus: Corpus, model, window: dict, progres
     if state.step % args.log_every == 0 or state.step == 1:
         numbers = read_back(run) or {"skipped": 0, "loss": None}  # None: a checkpoint just read everything back
         now = time.time()
-        record = {"step": state.step, "epoch": state.epoch, "lr": scheduler_rate(run),
+        record = {"step": state.step, "epoch": state.epoch, "lr": run.last_rate,
                   "target_tokens": window["tokens"],  # since the last line
                   "target_tokens_per_s": round(window["tokens"] / max(now - window["start"], 1e-9), 1),
                   "minutes": round(run.minutes(), 2), "skipped_updates": numbers["skipped"]}
@@ -591,12 +591,6 @@ def log_validate_and_save(run: Run, corpus: Corpus, model, window: dict, progres
     time_to_save = args.save_every_minutes and minutes_since_save >= args.save_every_minutes
     if (args.save_every and state.step % args.save_every == 0) or time_to_save:
         save_checkpoint(run)
-
-
-def scheduler_rate(run: Run) -> float:
-    """The learning rate of the last update (Eq. 3 at its step, times the --lr-cooldown factor), as the scheduler
-    gave it to the optimizer."""
-    return run.last_rate
 
 
 # A validation loss this far (in nats per token) above its best is a diverging run, not noise.
