@@ -766,6 +766,7 @@ def test_greedy_final_evaluation_trains_and_saves(toy_data, tmp_path):
         ["--model-name", "my: model 'quoted' #1", "--card-dataset", "user/data: set"],
         ["--override", "layer_norm=pre", "tie_word_embeddings=false", "positional_encoding=learned"],
         ["--lr-cooldown", "0.2"],
+        ["--precision", "bf16"],
     ],
 )
 def test_flag_combinations_reach_a_savable_generation_config_and_a_valid_card(toy_data, tmp_path, extra):
@@ -796,6 +797,8 @@ def test_flag_combinations_reach_a_savable_generation_config_and_a_valid_card(to
     assert str(toy_data) not in card  # the local folder of --train-files is not published
     cooldown = "decayed linearly to zero over the last 0.2 of the budget (not in the paper)"
     assert (cooldown in card) == (args.lr_cooldown == 0.2)
+    decoded = "decoded under bf16 autocast (the saved weights are fp32"
+    assert (decoded in card) == (args.precision == "bf16")
 
 
 def test_the_card_of_a_recipe_run_shows_the_recipes_measured_runs(toy_data, tmp_path, monkeypatch):
