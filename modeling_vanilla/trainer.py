@@ -765,7 +765,7 @@ def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -
         evaluation=f"Validation: {result('validation')}. Test: {result('test')}. Beam {args.num_beams}, "
                    f"length penalty {args.length_penalty}"
                    + (f", decoded under {args.precision} autocast (the saved weights are fp32: `vanilla-evaluate` "
-                      "decodes them in fp32, which moved Multi30k BLEU by 0.03-0.20)."
-                      if args.precision in ("bf16", "fp16") else ".") + (
-                       f"\n\n{recipe_table(args.recipe, recipe_runs)}" if recipe_runs else ""),
+                      "decodes them in fp32, which moved Multi30k BLEU by 0.03-0.20)"
+                      if args.precision in ("bf16", "fp16") else "")
+                   + "." + (f"\n\n{recipe_table(args.recipe, recipe_runs)}" if recipe_runs else ""),
     )
