@@ -289,9 +289,11 @@ class CheckpointManager:
         saved_state = json.loads((folder / TRAIN_STATE_FILE).read_text())
         type(state)().load_state_dict(saved_state)  # unknown fields raise before anything is loaded
         rng_state = json.loads((folder / rng_file(accelerator.process_index)).read_text())
+        saved_optimizer = torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        _check_weight_decay(saved_optimizer, optimizer, folder)
         weights = load_file(str(folder / WEIGHTS_FILE))
         load_model_weights(accelerator.unwrap_model(model), weights, folder / WEIGHTS_FILE)
-        optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+        optimizer.load_state_dict(saved_optimizer)
         scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True))
         if getattr(accelerator, "scaler", None) is not None and (folder / SCALER_FILE).is_file():
             accelerator.scaler.load_state_dict(torch.load(folder / SCALER_FILE, map_location="cpu", weights_only=True))
@@ -384,6 +386,17 @@ def _file_problem(path: Path, entry) -> str | None:
 
 
 # Processes, model weights, random states
+
+
+def _check_weight_decay(saved: dict, optimizer, folder: Path) -> None:
+    """A resumed run keeps its --weight-decay: torch would fail deep inside on Adam against AdamW's two groups, or
+    quietly keep the saved decay over the one asked for."""
+    saved_decay = max((group.get("weight_decay", 0.0) for group in saved.get("param_groups", [])), default=0.0)
+    asked = max((group.get("weight_decay", 0.0) for group in optimizer.param_groups), default=0.0)
+    if saved_decay != asked:
+        raise CheckpointError(f"Cannot resume from {folder}: it was trained with --weight-decay {saved_decay:g}, this "
+                              f"run asks for {asked:g}. Resume with --weight-decay {saved_decay:g}, or start a new "
+                              "--output-dir.")
 
 
 def _check_supported(accelerator) -> None:

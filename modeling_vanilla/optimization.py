@@ -33,9 +33,12 @@ def build_optimizer(model: nn.Module, weight_decay: float = 0.0) -> torch.optim.
     faster, and it can skip an update on the device (`found_inf`, see trainer.train_step) without a host read.
     """
     fused = fused_adam_supported(model)
-    if weight_decay:  # Not in the paper: optional decoupled weight decay.
-        return torch.optim.AdamW(model.parameters(), lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay,
-                                 fused=fused)
+    if weight_decay:  # Not in the paper: decoupled weight decay (AdamW) of the matrices and embeddings.
+        # Biases and LayerNorm gains and shifts (the 1-D tensors) keep theirs, as transformers' Trainer does.
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=fused)
     return torch.optim.Adam(model.parameters(), lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=fused)
 
 

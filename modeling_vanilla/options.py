@@ -130,6 +130,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                        metavar="FRACTION",
                        help="decay the rate linearly to zero over this last part of the budget (--max-steps, "
                             "--max-epochs or --max-minutes, whichever ends first); 0 = off, as in the paper")
+    # Not in the paper: decoupled weight decay (AdamW) of the weight matrices and embeddings.
+    train.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+                       help="AdamW's decoupled weight decay of the matrices and embeddings (biases and LayerNorm "
+                            "are not decayed); 0 = off: Adam, as in the paper")
     train.add_argument("--clip-norm", type=non_negative_float, default=0.0, help="gradient clipping, 0 = off (not in the paper)")
     train.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                        help="default: bf16 where supported (CPU with AMX/AVX512-BF16, recent GPUs), else fp32")

@@ -266,7 +266,7 @@ def build_model_and_optimizer(run: Run, corpus: Corpus):
     set_decoding(model.generation_config, args.num_beams, args.length_penalty)
     if accelerator.is_main_process:  # the config beside the tokenizer lets vanilla-average work mid-run
         config.save_pretrained(run.out)
-    optimizer = build_optimizer(model)
+    optimizer = build_optimizer(model, args.weight_decay)
     cooldown = None
     if args.lr_cooldown:  # not in the paper: the rate decays to zero over the last part of the budget
         def cooldown(done: int) -> float:
@@ -752,7 +752,10 @@ def run_model_card(args: argparse.Namespace, config, summary: dict, tokenizer) -
              f"vocabulary of {len(tokenizer)} tokens; pairs longer than {args.max_length} tokens dropped.",
         training=f"{summary['step']} updates ({summary['epochs']:.2f} epochs, {summary['tokens_seen']} target tokens) "
                  f"of up to {args.max_tokens} x {args.update_freq} tokens per side and process, "
-                 f"{summary['processes']} process(es); Adam (0.9, 0.98, 1e-9), Eq. (3) learning rate with "
+                 f"{summary['processes']} process(es); Adam (0.9, 0.98, 1e-9)"
+                 + (f" with decoupled weight decay {args.weight_decay:g} of the matrices and embeddings (AdamW, "
+                    "not in the paper)" if args.weight_decay else "")
+                 + f", Eq. (3) learning rate with "
                  f"{args.warmup_steps} warmup steps x {args.lr_scale}"
                  + (f", decayed linearly to zero over the last {args.lr_cooldown:g} of the budget (not in the paper)"
                     if args.lr_cooldown else "")

@@ -70,13 +70,13 @@ class Training:
         return loss.item()
 
 
-def new_training(accelerator, seed: int = 0, updates: int = 0) -> Training:
+def new_training(accelerator, seed: int = 0, updates: int = 0, weight_decay: float = 0.0) -> Training:
     from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
     from modeling_vanilla.optimization import build_optimizer, build_scheduler
 
     torch.manual_seed(seed)
     model = VanillaTransformerForConditionalGeneration(VanillaTransformerConfig.tiny(dropout=0.0))
-    optimizer = build_optimizer(model)  # Adam, section 5.3
+    optimizer = build_optimizer(model, weight_decay)  # Adam, section 5.3 (AdamW with a weight decay)
     scheduler = build_scheduler(optimizer, model.config.d_model, warmup_steps=4)  # LambdaLR, Eq. (3)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     training = Training(model, optimizer, scheduler, TrainState())
@@ -142,6 +142,28 @@ def test_save_then_load_restores_weights_optimizer_schedule_random_streams_and_t
     # The next update is the same from the saved run and from the loaded one.
     assert fresh.update(seed=7) == training.update(seed=7)
     assert_same_tensors(weights(training), weights(fresh))
+
+
+def test_a_run_resumes_with_its_own_weight_decay_or_not_at_all(tmp_path, accelerator):
+    """A checkpoint of AdamW resumes AdamW exactly; Adam <-> AdamW, or another decay, is refused before any loading."""
+    training = new_training(accelerator, updates=2, weight_decay=0.1)
+    manager = CheckpointManager(tmp_path, keep=None)
+    folder = manager.save(accelerator, 2, **training.objects())
+    same = new_training(accelerator, seed=1, weight_decay=0.1)
+    manager.load(folder, accelerator, **same.objects())
+    assert same.update(seed=7) == training.update(seed=7)
+    assert_same_tensors(weights(training), weights(same))
+
+    for asked in (0.0, 0.01):
+        other = new_training(accelerator, seed=1, weight_decay=asked)
+        untouched = weights(other)
+        with pytest.raises(CheckpointError, match=f"trained with --weight-decay 0.1, this run asks for {asked:g}. "
+                                                  "Resume with --weight-decay 0.1"):
+            manager.load(folder, accelerator, **other.objects())
+        assert_same_tensors(weights(other), untouched)
+    adam_folder = manager.save(accelerator, 3, **new_training(accelerator, updates=1).objects())
+    with pytest.raises(CheckpointError, match="trained with --weight-decay 0, this run asks for 0.1"):
+        manager.load(adam_folder, accelerator, **new_training(accelerator, weight_decay=0.1).objects())
 
 
 def test_tied_weights_are_stored_once_and_tied_again_after_load(tmp_path, accelerator):

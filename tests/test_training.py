@@ -51,6 +51,24 @@ def test_adam_hyperparameters_section_5_3():
     assert group["betas"] == (0.9, 0.98) and group["eps"] == 1e-9
 
 
+def test_weight_decay_shrinks_matrices_and_embeddings_but_not_biases_or_layer_norm():
+    """--weight-decay (not in the paper): AdamW's decoupled decay, w <- w * (1 - rate * decay), on >= 2-D tensors."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = build_optimizer(model, weight_decay=0.1)
+    assert isinstance(optimizer, torch.optim.AdamW) and not isinstance(build_optimizer(model), torch.optim.AdamW)
+    for group in optimizer.param_groups:
+        group["lr"] = 0.5
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # no gradient: the update is the decay alone
+    optimizer.step()
+    for name, p in model.named_parameters():
+        factor = 1 - 0.5 * 0.1 if p.dim() >= 2 else 1.0
+        torch.testing.assert_close(p.detach(), before[name] * factor, msg=name)
+    assert sum(p.dim() >= 2 for p in model.parameters()) == 2 and sum(p.dim() < 2 for p in model.parameters()) == 3
+
+
 # Section 5.4: label smoothing
 
 
@@ -767,6 +785,7 @@ def test_greedy_final_evaluation_trains_and_saves(toy_data, tmp_path):
         ["--override", "layer_norm=pre", "tie_word_embeddings=false", "positional_encoding=learned"],
         ["--lr-cooldown", "0.2"],
         ["--precision", "bf16"],
+        ["--weight-decay", "0.1"],
     ],
 )
 def test_flag_combinations_reach_a_savable_generation_config_and_a_valid_card(toy_data, tmp_path, extra):
@@ -797,6 +816,8 @@ def test_flag_combinations_reach_a_savable_generation_config_and_a_valid_card(to
     assert str(toy_data) not in card  # the local folder of --train-files is not published
     cooldown = "decayed linearly to zero over the last 0.2 of the budget (not in the paper)"
     assert (cooldown in card) == (args.lr_cooldown == 0.2)
+    decay = "Adam (0.9, 0.98, 1e-9) with decoupled weight decay 0.1 of the matrices and embeddings (AdamW, not in"
+    assert (decay in card) == (args.weight_decay == 0.1)
     decoded = "decoded under bf16 autocast (the saved weights are fp32"
     assert (decoded in card) == (args.precision == "bf16")
 
