@@ -29,7 +29,8 @@ RUN_CONFIG = "run_config.json"
 MIN_VOCAB_SIZE = 260  # the 256 bytes of byte-level BPE and the 4 special tokens
 # Arguments that must match for --resume to continue a run (the rest, such as limits, may change).
 RESUME_MUST_MATCH = ("preset", "override", "source_lang", "target_lang", "max_tokens", "update_freq", "seed",
-                     "label_smoothing", "warmup_steps", "lr_scale", "precision", "max_length")
+                     "label_smoothing", "warmup_steps", "lr_scale", "weight_decay", "precision", "max_length")
+NEWER_SETTINGS = {"weight_decay": 0.0}  # what a run saved before the setting existed trained with
 
 
 # Named recipes (`--recipe NAME`): vanilla-train's settings for one corpus and budget, chosen by the runs in
@@ -355,8 +356,9 @@ def resume_differences(earlier: dict, args: argparse.Namespace) -> list[str]:
 
     now = {k: getattr(args, k) for k in RESUME_MUST_MATCH}
     now["precision"] = args.precision or default_precision(args.cpu)  # the run stored the resolved precision
-    differences = [f"--{k.replace('_', '-')} was {earlier.get(k)!r}, now {now[k]!r}"
-                   for k in RESUME_MUST_MATCH if earlier.get(k) != now[k]]
+    then = {k: earlier.get(k, NEWER_SETTINGS.get(k)) for k in RESUME_MUST_MATCH}
+    differences = [f"--{k.replace('_', '-')} was {then[k]!r}, now {now[k]!r}" for k in RESUME_MUST_MATCH
+                   if then[k] != now[k]]
     fingerprint = data_fingerprint(args)
     if earlier.get("data_fingerprint") not in (None, fingerprint):
         differences.append("the training data changed (other files, other contents, or another --dataset)")

@@ -673,6 +673,15 @@ def test_resume_refuses_other_data_another_tokenizer_or_process_count(toy_data, 
         parse_args(args)
     assert "the training data changed" in capsys.readouterr().err
 
+    with pytest.raises(SystemExit):  # AdamW on a run trained with Adam
+        parse_args(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--resume",
+                              "--weight-decay", "0.1"))
+    assert "--weight-decay was 0.0, now 0.1" in capsys.readouterr().err
+    saved = json.loads((out / "run_config.json").read_text())
+    del saved["weight_decay"]  # a run saved before --weight-decay existed trained without it
+    (out / "run_config.json").write_text(json.dumps(saved))
+    assert parse_args(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--resume")).resume
+
     tokenizer_dir = tmp_path / "tok"
     from transformers import AutoTokenizer
 
