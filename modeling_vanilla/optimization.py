@@ -34,7 +34,7 @@ def build_optimizer(model: nn.Module, weight_decay: float = 0.0) -> torch.optim.
     """
     fused = fused_adam_supported(model)
     if weight_decay:  # Not in the paper: decoupled weight decay (AdamW) of the matrices and embeddings.
-        # Biases and LayerNorm gains and shifts (the 1-D tensors) keep theirs, as transformers' Trainer does.
+        # Biases and LayerNorm gains and shifts (the 1-D tensors) are not decayed, as in transformers' Trainer.
         params = [p for p in model.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
