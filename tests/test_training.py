@@ -681,6 +681,10 @@ def test_resume_refuses_other_data_another_tokenizer_or_process_count(toy_data, 
     del saved["weight_decay"]  # a run saved before --weight-decay existed trained without it
     (out / "run_config.json").write_text(json.dumps(saved))
     assert parse_args(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--resume")).resume
+    with pytest.raises(SystemExit):  # --recipe multi30k decays since 2026-12-01: its older runs are told which flag
+        parse_args(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--resume",
+                              "--recipe", "multi30k"))
+    assert "--weight-decay was 0.0, now 0.1" in capsys.readouterr().err
 
     tokenizer_dir = tmp_path / "tok"
     from transformers import AutoTokenizer
