@@ -52,10 +52,10 @@ RECIPES = {
                   "label_smoothing": 0.2, "weight_decay": 0.1, "max_minutes": 60.0, "eval_every": 500,
                   "save_every_minutes": 5.0, "keep_checkpoints": 25, "average_last": 10, "average_choose": "bleu"},
         "override": ["dropout=0.2", "attention_dropout=0.1", "activation_dropout=0.1"],
-        # The final runs of the recipe as it stands (docs/results.md), test2016 scored once each: the first three were
-        # trained with val only and scored by `vanilla-evaluate` (fp32) after val chose the recipe; EN->DE seed 3 is
-        # README's command (scored by the run, bf16) in a slower hour of the same machine (4200 updates), its peer run
-        # in the same hour. The runs without weight decay (four EN->DE seeds, test 39.72-40.66; three DE->EN,
+        # The final runs of the recipe as it stands (docs/results.md), test2016 scored once each: EN->DE seeds 1-2 and
+        # DE->EN seed 1 were trained with val only and scored by `vanilla-evaluate` (fp32) after val chose the recipe;
+        # EN->DE seed 3 is README's command (scored by the run, bf16) in a slower hour of the same machine (4200
+        # updates), its peer run in the same hour. The runs without weight decay (four EN->DE seeds, test 39.72-40.66; three DE->EN,
         # 42.42-43.16) and those of earlier settings are in docs/results.md.
         "runs": [
             {"direction": "en-de", "seed": 1, "minutes": 60.0, "updates": 7364, "epochs": 58.0, "val_bleu": 42.06,
