@@ -76,6 +76,14 @@ def describe_architecture(config) -> str:
 RECIPE_COLUMNS = (("direction", "direction"), ("seed", "seed"), ("minutes", "minutes"), ("updates", "updates"),
                   ("epochs", "epochs"), ("val_bleu", "val BLEU"), ("test_bleu", "test BLEU"),
                   ("test_chrf", "test chrF"), ("peer_test_bleu", "peer's test BLEU"))
+RECIPE_SCORES = {"val_bleu", "test_bleu", "test_chrf", "peer_test_bleu"}
+
+
+def _recipe_cell(key: str, value) -> str:
+    """A cell of the recipe table: scores with two decimals (41.00, not 41.0), other values as written."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if key in RECIPE_SCORES else str(value)
 
 
 def recipe_table(name: str, runs: Sequence[dict]) -> str:
@@ -83,7 +91,7 @@ def recipe_table(name: str, runs: Sequence[dict]) -> str:
     rows = ["| " + " | ".join(title for _, title in RECIPE_COLUMNS) + " |",
             "|" + "|".join(" --- " for _ in RECIPE_COLUMNS) + "|"]
     for run in runs:
-        rows.append("| " + " | ".join("-" if run.get(key) is None else str(run[key]) for key, _ in RECIPE_COLUMNS) + " |")
+        rows.append("| " + " | ".join(_recipe_cell(key, run.get(key)) for key, _ in RECIPE_COLUMNS) + " |")
     return (f"This model was trained with the recipe `{name}` (`vanilla-train --recipe {name}`). Its final runs, "
             f"measured in the project's docs/results.md (the peer: MarianMTModel of the same size trained with "
             f"Seq2SeqTrainer for the same minutes on the same machine):\n\n" + "\n".join(rows))

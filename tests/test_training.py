@@ -853,7 +853,7 @@ def test_the_card_of_a_recipe_run_shows_the_recipes_measured_runs(toy_data, tmp_
     with_recipe = parse_train_args(train_args(toy_data, tmp_path / "a", "--max-steps", "1", "--recipe", "multi30k"))
     card = run_model_card(with_recipe, config, summary, tokenizer)
     assert "trained with the recipe `multi30k`" in card
-    assert "| en-de | 1 | 60.0 | 5900 | 45.2 | 40.1 | 41.2 | 66.0 | 38.0 |" in card
-    assert "| de-en | 2 | 60.0 | 5800 | 44.0 | 42.5 | - | - | - |" in card
+    assert "| en-de | 1 | 60.0 | 5900 | 45.2 | 40.10 | 41.20 | 66.00 | 38.00 |" in card  # scores with two decimals
+    assert "| de-en | 2 | 60.0 | 5800 | 44.0 | 42.50 | - | - | - |" in card
     plain = parse_train_args(train_args(toy_data, tmp_path / "b", "--max-steps", "1"))
     assert "recipe" not in run_model_card(plain, config, summary, tokenizer)
