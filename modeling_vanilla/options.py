@@ -55,8 +55,8 @@ RECIPES = {
         # The final runs of the recipe as it stands (docs/results.md), test2016 scored once each: EN->DE seeds 1-2 and
         # DE->EN seed 1 were trained with val only and scored by `vanilla-evaluate` (fp32) after val chose the recipe;
         # EN->DE seed 3 is README's command (scored by the run, bf16) in a slower hour of the same machine (4200
-        # updates), its peer run in the same hour. The runs without weight decay (four EN->DE seeds, test 39.72-40.66; three DE->EN,
-        # 42.42-43.16) and those of earlier settings are in docs/results.md.
+        # updates), its peer run in the same hour. The runs without weight decay (four EN->DE seeds, test 39.72-40.66;
+        # three DE->EN, 42.42-43.16) and those of earlier settings are in docs/results.md.
         "runs": [
             {"direction": "en-de", "seed": 1, "minutes": 60.0, "updates": 7364, "epochs": 58.0, "val_bleu": 42.06,
              "test_bleu": 40.07, "test_chrf": 64.27, "peer_test_bleu": 38.47},
