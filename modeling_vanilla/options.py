@@ -55,7 +55,7 @@ RECIPES = {
         # The final runs of the recipe as it stands (docs/results.md), test2016 scored once each: EN->DE seeds 1-2 and
         # DE->EN seed 1 were trained with val only and scored by `vanilla-evaluate` (fp32) after val chose the recipe;
         # EN->DE seeds 3-4 and DE->EN seed 2 are README's commands (scored by the run, bf16) in slower hours of the same
-        # machine (~4200 updates); the EN->DE peer ran in such an hour, the DE->EN peer in the faster one. The runs
+        # machine (~4200 updates); seeds 3-4's peer ran in such an hour, DE->EN's peer in a faster one. The runs
         # without weight decay (four EN->DE seeds, test 39.72-40.66; three DE->EN, 42.42-43.16) and those of earlier
         # settings are in docs/results.md.
         "runs": [
