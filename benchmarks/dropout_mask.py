@@ -13,12 +13,11 @@ import statistics
 import torch
 from torch import nn
 
-from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
-from modeling_vanilla import modeling_vanilla
-from modeling_vanilla.arguments import positive_int
+from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration, modeling_vanilla
 from modeling_vanilla.cli.benchmark import time_it
-from modeling_vanilla.hardware import describe_machine
-from modeling_vanilla.options import RECIPES, parse_overrides
+from modeling_vanilla.training.options import RECIPES, parse_overrides
+from modeling_vanilla.utils.arguments import positive_int
+from modeling_vanilla.utils.hardware import describe_machine
 
 
 def rand_mask_dropout(hidden_states, p, training):

@@ -10,7 +10,7 @@ callback: every --every minutes since the wrapper started (the peer's own clock 
 its tokenizer are saved into OUT-snapshots/snapshot-NNN/ with snapshot.json (step, epoch, minutes). The peer's final
 folder OUT is the last point. Each is scored with beam 4 and room for 128 new tokens (the peer's generation config has
 no max_length; transformers' default of 20 tokens would cut its translations), length penalty as the peer saved it.
-The curve (`modeling_vanilla.curves` records) goes to OUT-snapshots/val_curve.jsonl, or --curve.
+The curve (`modeling_vanilla.training.curves` records) goes to OUT-snapshots/val_curve.jsonl, or --curve.
 
 Not an installed command: it exists to compare with the peers in ../shared/peers (docs/results.md).
 """
@@ -26,10 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # modeling_vanilla from a checkout
 
-from modeling_vanilla.arguments import (  # noqa: E402
-    TextFileError, output_file_problem, positive_float, positive_int, read_lines,
+from modeling_vanilla.training.curves import write_curve  # noqa: E402
+from modeling_vanilla.utils.arguments import (  # noqa: E402
+    TextFileError,
+    output_file_problem,
+    positive_float,
+    positive_int,
+    read_lines,
 )
-from modeling_vanilla.curves import write_curve  # noqa: E402
 
 SNAPSHOT_FILE = "snapshot.json"
 
@@ -119,7 +123,7 @@ def train_with_snapshots(args: argparse.Namespace) -> list[tuple[Path, dict]]:
 def score_points(args: argparse.Namespace, points: list[tuple[Path, dict]]) -> list[dict]:
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from modeling_vanilla.translation import score, translate
+    from modeling_vanilla.inference.translation import score, translate
 
     records = []
     for folder, point in points:

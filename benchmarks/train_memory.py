@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from modeling_vanilla import hardware
 from modeling_vanilla.cli.benchmark import status_kib
 from modeling_vanilla.cli.train import main as train
+from modeling_vanilla.utils import hardware
 
 COUNTERS = ("allocated", "active", "resident")
 

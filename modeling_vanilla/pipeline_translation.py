@@ -330,8 +330,8 @@ def enable_translation_pipeline() -> None:
        entry with the pair as its options, as transformers 4's `check_task` did; every other name goes to the
        original method unchanged. `pipeline()` hands the name to the pipeline, which reads the pair from it.
 
-    If a later transformers release changes this mechanism, tests/test_pipeline.py and
-    tests/test_translation_pipeline_models.py fail: they check that the task is still blocked without this package
+    If a later transformers release changes this mechanism, tests/model/test_pipeline.py and
+    tests/model/test_translation_pipeline_models.py fail: they check that the task is still blocked without this package
     and works with it, and that other tasks are unchanged.
     """
     from transformers import pipelines

@@ -75,7 +75,7 @@ TOKEN_LIMIT = 24  # the tokenizer's model_max_length: the limit of a model with 
 
 
 def make_tokenizer():
-    from modeling_vanilla.tokenization import train_bpe_tokenizer
+    from modeling_vanilla.data.tokenization import train_bpe_tokenizer
 
     return train_bpe_tokenizer(CORPUS * 4, vocab_size=300, model_max_length=TOKEN_LIMIT)
 

@@ -1,5 +1,16 @@
 """The package's layers: commands import package modules, which import the model and config, never the other way.
 
+The package is laid out by subsystem, and each subsystem may import only those below it:
+
+    model (configuration, modeling, pipeline: the files that travel beside the weights)
+    utils                       argument types, file safety, the machine
+    data        -> utils        corpora, tokenization, preprocessing, batching
+    inference   -> model, utils                                   loading a model folder, translating, scoring
+    publish     -> model, utils, inference                        model card, exports, serving
+    training    -> model, utils, data, inference, publish         options, the loop, checkpoints, evaluation
+    insight     -> model, utils, inference, training              attention maps, explanations, figures
+    cli         -> any of them                                    one thin command per file
+
 Read from the source (every import, including those inside functions), so that a violation fails here before it
 becomes an import cycle or a Hub folder that needs more than its three code files.
 """
@@ -55,6 +66,46 @@ def test_the_modeling_file_imports_only_the_configuration():
 def test_the_pipeline_file_imports_nothing_from_the_package():
     # It is copied next to the model code for Hub users, who have only transformers.
     assert package_imports(PACKAGE / "pipeline_translation.py") == set()
+
+
+MODEL_FILES = ("configuration_vanilla", "modeling_vanilla", "pipeline_translation")
+MAY_IMPORT = {
+    "model": {"model"},
+    "utils": {"utils"},
+    "data": {"data", "utils"},
+    "inference": {"inference", "model", "utils"},
+    "publish": {"publish", "model", "utils", "inference"},
+    "training": {"training", "model", "utils", "data", "inference", "publish"},
+    "insight": {"insight", "model", "utils", "inference", "training"},
+    "cli": {"cli", "model", "utils", "data", "inference", "publish", "training", "insight"},
+}
+
+
+def subsystem(module: str) -> str:
+    """`modeling_vanilla.training.checkpoints` -> "training"; the package itself and the three model files -> "model"."""
+    parts = module.split(".")
+    return "model" if len(parts) == 1 or parts[1] in MODEL_FILES else parts[1]
+
+
+def layering_violations(edges: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{name} -> {target}" for name, targets in edges.items() for target in targets
+                  if subsystem(target) not in MAY_IMPORT[subsystem(name)])
+
+
+def test_every_module_belongs_to_a_known_subsystem():
+    assert sorted({subsystem(name) for name in graph()} - set(MAY_IMPORT)) == []
+
+
+def test_each_subsystem_imports_only_the_layers_below_it():
+    assert layering_violations(graph()) == []
+
+
+def test_a_layering_violation_would_be_found():
+    """Data reaching up into training, and publishing into training, are both reported."""
+    made_up = {"modeling_vanilla.data.corpus": {"modeling_vanilla.training.options"},
+               "modeling_vanilla.publish.hub": {"modeling_vanilla.training.checkpoints", "modeling_vanilla"}}
+    assert layering_violations(made_up) == ["modeling_vanilla.data.corpus -> modeling_vanilla.training.options",
+                                            "modeling_vanilla.publish.hub -> modeling_vanilla.training.checkpoints"]
 
 
 def test_package_modules_never_import_the_commands():

@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_MAP = REPO_ROOT / "docs" / "paper_map.md"
 SEARCHED = ("modeling_vanilla", "scripts")  # where a name that left its file is looked for
 LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
-# A link whose text is a file's name ([data.py](../modeling_vanilla/data.py)) opens the whole file: no anchor.
+# A link whose text is a file's name ([batching.py](../modeling_vanilla/data/batching.py)) opens the whole file: no anchor.
 CODE_LINK = re.compile(r"\[`?(--[\w-]+|[A-Za-z_][\w.]*(?<!\.py))`?\]\((\.\./[^)#\s]+\.py)(?:#L(\d+))?\)")
 FIX = "python -m tests.test_paper_map --fix"
 

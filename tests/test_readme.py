@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.helpers import REPO_ROOT, run_python
 
 README = (REPO_ROOT / "README.md").read_text()
@@ -74,7 +75,7 @@ def test_readme_commands_run_as_written_on_the_quickstart_model(tmp_path):
         if not (uses_a_model or command.startswith(("vanilla-figures", "vanilla-train-tokenizer --help"))):
             continue
         if "--private" in command or command.startswith(("vanilla-finetune", "vanilla-train ", "accelerate")):
-            continue  # an upload needs the Hub; training on Multi30k takes 10 minutes; tests/test_finetune.py
+            continue  # an upload needs the Hub; training on Multi30k takes 10 minutes; tests/training/test_finetune.py
         command = re.sub(r"runs/multi30k-(en-de|de-en)", "runs/toy", command)  # the recipe's runs (checkpoints)
         command = command.replace("../shared/data/multi30k/val.", "data/toy/valid.")
         command = command.replace("runs/multi30k", "runs/toy").replace(

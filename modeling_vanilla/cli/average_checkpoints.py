@@ -15,9 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..arguments import positive_int
-from ..checkpoints import CheckpointManager, average_checkpoints, load_averaged_weights
-from ..model_folder import check_model_folder
+from ..inference.model_folder import check_model_folder
+from ..training.checkpoints import CheckpointManager, average_checkpoints, load_averaged_weights
+from ..utils.arguments import positive_int
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,6 +1,6 @@
 """`vanilla-benchmark`: benchmarks that print a table. Ratios between settings measured in the same run are what to
 compare: the machine is shared and noisy, absolute numbers are not. Every run starts with a line naming the machine
-(`modeling_vanilla.hardware.describe_machine`: the GPU, or the CPU's threads and bf16 units, AMX, AVX512-BF16 or
+(`modeling_vanilla.utils.hardware.describe_machine`: the GPU, or the CPU's threads and bf16 units, AMX, AVX512-BF16 or
 none). `--device cuda` measures a GPU with the same commands.
 
     # Ours against MarianMTModel configured to the same architecture, in one process (docs/benchmarks.md):
@@ -32,7 +32,7 @@ import statistics
 import time
 from pathlib import Path
 
-from ..arguments import non_negative_int, positive_int
+from ..utils.arguments import non_negative_int, positive_int
 
 SHAPES = {
     # name: (config preset, vocabulary, training batch (sentences x tokens per side))
@@ -123,7 +123,7 @@ def machine_line(device: str = "cpu") -> str:
     """`describe_machine()`; where a GPU is present, which device the numbers are of, and the CPU's bf16 units."""
     import torch
 
-    from ..hardware import cpu_bf16_units, describe_machine
+    from ..utils.hardware import cpu_bf16_units, describe_machine
 
     line = describe_machine()
     if torch.cuda.is_available():  # describe_machine names the GPU
@@ -449,10 +449,10 @@ def serve(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from ..arguments import read_lines
-    from ..model_folder import load_model_and_tokenizer
-    from ..serving import CTranslate2Translator, to_ctranslate2
-    from ..translation import score, translate
+    from ..inference.model_folder import load_model_and_tokenizer
+    from ..inference.translation import score, translate
+    from ..publish.serving import CTranslate2Translator, to_ctranslate2
+    from ..utils.arguments import read_lines
 
     sentences = list(itertools.islice(read_lines(args.input), args.sentences))
     references = list(itertools.islice(read_lines(args.reference), args.sentences)) if args.reference else None
@@ -532,8 +532,8 @@ def loop(args: argparse.Namespace) -> dict:
 
 def run_training_loop(args: argparse.Namespace, out: Path) -> tuple[dict, list[dict]]:
     """vanilla-train as a user runs it; returns its summary and its metric lines, each with its updates."""
-    from ..options import parse_train_args
-    from ..trainer import main as train
+    from ..training.options import parse_train_args
+    from ..training.trainer import main as train
 
     data = Path(args.data)
     argv = ["--source-lang", args.source_lang, "--target-lang", args.target_lang, "--train-files", str(data / "train"),
@@ -556,7 +556,9 @@ def isolated_steps(args: argparse.Namespace, out: Path, precision: str, count: i
     from transformers import AutoTokenizer
 
     from .. import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
-    from ..data import TokenBatchSampler, TranslationCollator, load_corpus, preprocess_translation
+    from ..data.batching import TokenBatchSampler, TranslationCollator
+    from ..data.corpus import load_corpus
+    from ..data.preprocessing import preprocess_translation
 
     tokenizer = AutoTokenizer.from_pretrained(out)
     raw = load_corpus(args.source_lang, args.target_lang, train_files=[str(Path(args.data) / "train")])
@@ -640,7 +642,7 @@ def adam(model):
     optimizer, adamw_torch_fused, for MarianMT)."""
     import torch
 
-    from ..optimization import fused_adam_supported
+    from ..training.optimization import fused_adam_supported
 
     return torch.optim.Adam(model.parameters(), lr=1e-5, fused=fused_adam_supported(model))
 

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import datasets
 
-from ..arguments import int_at_least, positive_int
-from ..data import TokenBatchSampler, iter_sentences, load_translation_dataset, preprocess_translation
-from ..tokenization import SPECIAL_TOKENS, round_trip_failures, train_bpe_tokenizer
+from ..data.batching import TokenBatchSampler
+from ..data.corpus import iter_sentences, load_translation_dataset
+from ..data.preprocessing import preprocess_translation
+from ..data.tokenization import SPECIAL_TOKENS, round_trip_failures, train_bpe_tokenizer
+from ..utils.arguments import int_at_least, positive_int
 
 # modeling_vanilla/cli/data_report.py -> the folder that holds the checkout, beside which ../shared/data lies.
 DEFAULT_DATA = Path(os.environ.get("VANILLA_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))

@@ -25,10 +25,18 @@ import argparse
 import json
 from pathlib import Path
 
-from ..arguments import TextFileError, finite_float, output_file_problem, positive_int, read_lines, replacing, same_file
-from ..curves import score_checkpoints, write_curve
-from ..model_folder import load_model_and_tokenizer
-from ..translation import one_line, score, translate
+from ..inference.model_folder import load_model_and_tokenizer
+from ..inference.translation import one_line, score, translate
+from ..training.curves import score_checkpoints, write_curve
+from ..utils.arguments import (
+    TextFileError,
+    finite_float,
+    output_file_problem,
+    positive_int,
+    read_lines,
+    replacing,
+    same_file,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -16,7 +16,7 @@ Examples:
 From a checkout, `python scripts/explain.py ...` is the same command. MODEL_DIR is a folder holding the model and
 its tokenizer (both saved with save_pretrained), or a Hub repo id. Post-norm (the paper) and pre-norm
 (layer_norm="pre") models are both walked. The last lines give the largest absolute difference between the walk
-and the forward; the exit status is 2 if it exceeds --tolerance. The walk is `modeling_vanilla.explain`.
+and the forward; the exit status is 2 if it exceeds --tolerance. The walk is `modeling_vanilla.insight.explain`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import sys
 import torch
 from transformers.utils import logging as hf_logging
 
-from ..arguments import non_negative_float, positive_int
-from ..explain import explain_decoder_layer, explain_encoder_layer
-from ..model_folder import load_model_and_tokenizer
+from ..inference.model_folder import load_model_and_tokenizer
+from ..insight.explain import explain_decoder_layer, explain_encoder_layer
+from ..utils.arguments import non_negative_float, positive_int
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -8,7 +8,7 @@ MarianMTModel folder as ours (for fine-tuning and the attention tools).
 
 Options without an exact equivalent on the other side (pre-norm, d_k != d_model / h, learned positions, untied
 embeddings; Marian's non-ReLU activations, attention biases; d_k or d_v != d_model / h for CTranslate2) are
-refused by name. modeling_vanilla/export.py and modeling_vanilla/serving.py say how. CTranslate2 needs the
+refused by name. modeling_vanilla/publish/export.py and modeling_vanilla/publish/serving.py say how. CTranslate2 needs the
 `serve` extra: pip install "vanilla-transformer[serve]".
 """
 
@@ -18,9 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..export import export_folder
-from ..serving import QUANTIZATIONS
-from ..serving import export_folder as ctranslate2_folder
+from ..publish.export import export_folder
+from ..publish.serving import QUANTIZATIONS
+from ..publish.serving import export_folder as ctranslate2_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -52,13 +52,20 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..arguments import non_negative_float, non_negative_int, positive_float, positive_int, probability
-from ..data import load_corpus, preprocess_translation
-from ..hardware import FreePages, gpu_available, preload_allocator
-from ..model_folder import check_model_folder
-from ..options import (add_allocator_argument, add_data_arguments, check_allocator, check_data_arguments,
-                       data_source_options, resolve_compile)
-from ..translation import score
+from ..data.corpus import load_corpus
+from ..data.preprocessing import preprocess_translation
+from ..inference.model_folder import check_model_folder
+from ..inference.translation import score
+from ..training.options import (
+    add_allocator_argument,
+    add_data_arguments,
+    check_allocator,
+    check_data_arguments,
+    data_source_options,
+    resolve_compile,
+)
+from ..utils.arguments import non_negative_float, non_negative_int, positive_float, positive_int, probability
+from ..utils.hardware import FreePages, gpu_available, preload_allocator
 
 # What Trainer writes into its output folder: a folder holding one of these holds an earlier fine-tuning run.
 RUN_FILES = ("trainer_state.json", "all_results.json")

@@ -13,7 +13,7 @@ line per LABEL=FILE:
         --output docs/figures/multi30k_en_de_val_bleu.png --title "Multi30k EN->DE"
 
 From a checkout, `python scripts/make_figures.py ...` is the same command. The figures are
-`modeling_vanilla.figures`.
+`modeling_vanilla.insight.figures`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..arguments import output_file_problem, positive_int
-from ..curves import read_curve
-from ..figures import make_figures, plot_curves
+from ..insight.figures import make_figures, plot_curves
+from ..training.curves import read_curve
+from ..utils.arguments import output_file_problem, positive_int
 
 
 def label_and_file(text: str) -> tuple[str, Path]:

@@ -3,7 +3,7 @@
 
     vanilla-toy-data data/toy --train 5000
 
-The sentences come from `modeling_vanilla.toy_corpus` (a tiny caption grammar with a German rendering that needs
+The sentences come from `modeling_vanilla.data.toy_corpus` (a tiny caption grammar with a German rendering that needs
 agreement and verb-second order); the same seed gives the same files.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import positive_int
-from ..toy_corpus import write_toy_corpus
+from ..data.toy_corpus import write_toy_corpus
+from ..utils.arguments import positive_int
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -39,10 +39,17 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..arguments import number_in_range
-from ..model_card import ModelCardError, card_metadata, check_model_card, describe_architecture, metadata_problems
-from ..model_card import redact_local_paths, write_model_card
-from ..model_folder import check_model_folder
+from ..inference.model_folder import check_model_folder
+from ..publish.model_card import (
+    ModelCardError,
+    card_metadata,
+    check_model_card,
+    describe_architecture,
+    metadata_problems,
+    redact_local_paths,
+    write_model_card,
+)
+from ..utils.arguments import number_in_range
 
 CODE_FILES = ("configuration_vanilla.py", "modeling_vanilla.py", "pipeline_translation.py")
 __all__ = ["ModelCardError", "card_metadata", "metadata_problems", "main", "run"]
@@ -110,8 +117,9 @@ def check_upload_folder(folder: Path) -> None:
 def write_upload_folder(args: argparse.Namespace, folder: Path) -> Path:
     """Write into `folder` exactly what is uploaded; the model card is checked before anything is written, and
     uploaded with its local file paths cut to their last part."""
-    import modeling_vanilla  # noqa: F401  registers the model with the Auto classes
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    import modeling_vanilla  # noqa: F401  registers the model with the Auto classes
 
     model_dir = check_model_folder(args.model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)

@@ -16,9 +16,9 @@
 
 from __future__ import annotations
 
-from ..hardware import gpu_available, preload_allocator
-from ..options import parse_train_args
-from ..trainer import main as train
+from ..training.options import parse_train_args
+from ..training.trainer import main as train
+from ..utils.hardware import gpu_available, preload_allocator
 
 
 def run(argv=None) -> dict:

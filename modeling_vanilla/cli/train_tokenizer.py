@@ -1,7 +1,7 @@
 """`vanilla-train-tokenizer`: train the joint source-target BPE tokenizer of "Attention Is All You Need" (section 5.1).
 
 Reads the training split of a parallel corpus (both languages), trains a byte-level BPE vocabulary with
-`modeling_vanilla.tokenization.train_bpe_tokenizer`, saves it with `save_pretrained` (load it back with
+`modeling_vanilla.data.tokenization.train_bpe_tokenizer`, saves it with `save_pretrained` (load it back with
 `AutoTokenizer.from_pretrained(output)`), and, with `--check`, reports the exact round trip and the average
 tokens per sentence on held-out text files. A tokenizer already in the output folder is replaced only with
 `--overwrite` (a model trained with it would no longer match it).
@@ -25,9 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..arguments import int_at_least, positive_int
-from ..data import TranslationDataError, iter_sentences, load_translation_dataset
-from ..tokenization import SPECIAL_TOKENS, round_trip_failures, train_bpe_tokenizer
+from ..data.corpus import TranslationDataError, iter_sentences, load_translation_dataset
+from ..data.tokenization import SPECIAL_TOKENS, round_trip_failures, train_bpe_tokenizer
+from ..utils.arguments import int_at_least, positive_int
 
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # byte-level BPE: every byte, and <pad> <s> </s> <unk>
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # what save_pretrained writes and loading reads

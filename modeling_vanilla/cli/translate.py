@@ -19,7 +19,7 @@ Examples:
     vanilla-translate runs/multi30k-ct2 --backend ctranslate2 --input test.en --output hyp.de
 
 The model is a folder written by `save_pretrained` (with its tokenizer) or a Hub repo id. Translation goes through
-`modeling_vanilla.translation.translate`, the helper that training's BLEU uses too.
+`modeling_vanilla.inference.translation.translate`, the helper that training's BLEU uses too.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 
-from ..arguments import TextFileError, output_file_problem, positive_int, read_lines, replacing, same_file
-from ..model_folder import load_model_and_tokenizer
-from ..serving import COMPUTE_TYPES
-from ..translation import one_line, translate
+from ..inference.model_folder import load_model_and_tokenizer
+from ..inference.translation import one_line, translate
+from ..publish.serving import COMPUTE_TYPES
+from ..utils.arguments import TextFileError, output_file_problem, positive_int, read_lines, replacing, same_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     }
     try:
         if args.backend == "ctranslate2":
-            from ..serving import CTranslate2Translator
+            from ..publish.serving import CTranslate2Translator
 
             translator = CTranslate2Translator(args.model, device=device.split(":")[0], compute_type=args.compute_type,
                                                device_index=int(device.split(":")[1]) if ":" in device else 0)

@@ -17,7 +17,7 @@ From a checkout, `python scripts/visualize_attention.py ...` is the same command
 the model and its tokenizer (both saved with save_pretrained), or a Hub repo id. Writes
 {encoder,decoder,cross}_layer{l}.png, with --head also {kind}_layer{l}_head{h}.png, and, when bertviz is installed
 (`pip install bertviz`, optional), head_view.html and model_view.html. Runs on CPU in seconds. The plots are
-`modeling_vanilla.attention_maps`.
+`modeling_vanilla.insight.attention_maps`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,15 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
-from ..arguments import positive_int
-from ..attention_maps import check_index, encode_pair, extract_attention, save_attention_plots, write_bertviz_html
-from ..model_folder import load_model_and_tokenizer
+from ..inference.model_folder import load_model_and_tokenizer
+from ..insight.attention_maps import (
+    check_index,
+    encode_pair,
+    extract_attention,
+    save_attention_plots,
+    write_bertviz_html,
+)
+from ..utils.arguments import positive_int
 
 
 def parse_args(argv=None) -> argparse.Namespace:

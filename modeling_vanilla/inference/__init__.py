@@ -1,0 +1,1 @@
+"""Inference: loading a model folder, translating and scoring sentences."""

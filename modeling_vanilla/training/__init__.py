@@ -1,0 +1,1 @@
+"""Training (section 5): options, the loop, checkpoints, averaging, optimization, evaluation."""

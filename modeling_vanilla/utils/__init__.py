@@ -1,0 +1,1 @@
+"""Shared low-level helpers: argument types, safe file reading and writing, the machine's hardware."""

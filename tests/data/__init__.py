@@ -1,0 +1,1 @@
+"""Data: corpora, tokenization, preprocessing, token batching (section 5.1)."""

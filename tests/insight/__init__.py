@@ -1,0 +1,1 @@
+"""Explanation: attention maps, layer walks and the docs' figures."""

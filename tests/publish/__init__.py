@@ -1,0 +1,1 @@
+"""Publishing: the Hub folder, the model card, exports and serving."""
