@@ -8,6 +8,7 @@ what the Hub and `pipeline("translation")` users need, naming every missing fiel
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
