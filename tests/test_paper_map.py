@@ -159,7 +159,7 @@ def test_sections_5_4_and_6_1_have_one_hop_homes():
 
 
 def test_the_tests_the_map_names_exist():
-    defined = {node.name for path in (REPO_ROOT / "tests").glob("test_*.py")
+    defined = {node.name for path in (REPO_ROOT / "tests").rglob("test_*.py")
                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
     named = set(re.findall(r"\btest_\w+", PAPER_MAP.read_text(encoding="utf-8"))) - {"test_paper_map"}
