@@ -61,7 +61,8 @@ def write_model_card(*, name: str, languages: Sequence[str], datasets: Sequence[
     text = header + body
     if "{{" in text:
         start = text.index("{{")
-        raise ModelCardError(f"{TEMPLATE} has a field the writer does not fill: {text[start : text.index('}}', start) + 2]}")
+        field = text[start : text.index("}}", start) + 2]
+        raise ModelCardError(f"{TEMPLATE} has a field the writer does not fill: {field}")
     metadata = card_metadata(text)
     body = text[text.index("\n---", 3) + len("\n---") :]
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---" + body
@@ -74,28 +75,22 @@ def describe_architecture(config) -> str:
             f"{config.layer_norm}-norm, vocabulary {config.vocab_size}")
 
 
-RECIPE_COLUMNS = (("direction", "direction"), ("seed", "seed"), ("minutes", "minutes"), ("updates", "updates"),
-                  ("epochs", "epochs"), ("val_bleu", "val BLEU"), ("test_bleu", "test BLEU"),
-                  ("test_chrf", "test chrF"), ("peer_test_bleu", "peer's test BLEU"))
-RECIPE_SCORES = {"val_bleu", "test_bleu", "test_chrf", "peer_test_bleu"}
+# Where the project's docs table a recipe's measured runs: docs/results/runs.yaml generates the table, whose anchor
+# is `insight.results.recipe_anchor` (tests/insight/test_results.py checks that the two agree).
+RESULTS_PAGE = "docs/results.md"
 
 
-def _recipe_cell(key: str, value) -> str:
-    """A cell of the recipe table: scores with two decimals (41.00, not 41.0), other values as written."""
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if key in RECIPE_SCORES else str(value)
+def recipe_results_link(name: str) -> str:
+    """The place of a recipe's results table in the project's docs: `docs/results.md#recipe-NAME`."""
+    return f"{RESULTS_PAGE}#recipe-{name}"
 
 
-def recipe_table(name: str, runs: Sequence[dict]) -> str:
-    """The measured runs of a named recipe (`options.RECIPES[name]["runs"]`) as a Markdown table for the card."""
-    rows = ["| " + " | ".join(title for _, title in RECIPE_COLUMNS) + " |",
-            "|" + "|".join(" --- " for _ in RECIPE_COLUMNS) + "|"]
-    for run in runs:
-        rows.append("| " + " | ".join(_recipe_cell(key, run.get(key)) for key, _ in RECIPE_COLUMNS) + " |")
-    return (f"This model was trained with the recipe `{name}` (`vanilla-train --recipe {name}`). Its final runs, "
-            f"measured in the project's docs/results.md (the peer: MarianMTModel of the same size trained with "
-            f"Seq2SeqTrainer for the same minutes on the same machine):\n\n" + "\n".join(rows))
+def recipe_paragraph(name: str) -> str:
+    """What a card says of the recipe its run used: its name and where its measured runs are, not their numbers."""
+    return (f"This model was trained with the recipe `{name}` of the vanilla-transformer project (`vanilla-train "
+            f"--recipe {name}`); the scores above are this run's own. Every measured run of the recipe (each seed, "
+            f"its machine and command, and a peer model trained for the same minutes on the same machine) is in the "
+            f"results table of the project's documentation: file `{recipe_results_link(name)}`.")
 
 
 def card_metadata(text: str) -> dict:
@@ -200,15 +195,14 @@ def redact_local_paths(text: str) -> tuple[str, list[tuple[str, str]]]:
     return _WORD.sub(replace, text), replaced
 
 
-def run_model_card(args, config, summary: dict, tokenizer, recipe_runs: Sequence[dict] = ()) -> str:
-    """The model card of a training run: model_card.md filled with this run's facts (`args`: vanilla-train's options)."""
-    import torch
+def run_model_card(args, config, summary: dict, tokenizer, recipe_runs=None) -> str:
+    """The model card of a training run: model_card.md filled with this run's facts (`args`: vanilla-train's options).
 
+    `recipe_runs` is ignored: the card no longer copies the recipe's runs but links to their table. It goes when the
+    training loop stops passing it."""
     hub_dataset = args.dataset or args.card_dataset
     train_files = args.train_files or args.train_jsonl or []
     departures = ", ".join(f"{k}={v}" for k, v in args.config_overrides.items()) or "none"
-    averaged = summary["averaged_checkpoints"]
-    device = "GPU" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
 
     def result(split):
         r = summary.get(split)
@@ -222,31 +216,42 @@ def run_model_card(args, config, summary: dict, tokenizer, recipe_runs: Sequence
         dataset_name=(f"{hub_dataset} {args.dataset_config or ''}".strip() if hub_dataset
                       else "local files"),  # not a folder name: those can name people and clients
         bleu=(summary.get("test") or summary.get("validation") or {}).get("bleu"),
-        summary=f"{args.source_lang} -> {args.target_lang}, preset `{args.preset}`, trained for "
-                f"{summary['train_minutes']} minutes.",
+        summary=f"{args.source_lang} -> {args.target_lang}, preset `{args.preset}`"
+                + (f", recipe `{args.recipe}`" if args.recipe else "")
+                + f", trained for {summary['train_minutes']} minutes.",
         architecture=f"preset `{args.preset}`: {describe_architecture(config)}; {summary['parameters'] / 1e6:.1f}M "
                      f"parameters. Overrides of the preset: {departures}.",
-        data=f"{args.dataset or ' + '.join(Path(f).name for f in train_files)}; {args.source_lang} -> {args.target_lang}; joint BPE "
-             f"vocabulary of {len(tokenizer)} tokens; pairs longer than {args.max_length} tokens dropped.",
-        training=f"{summary['step']} updates ({summary['epochs']:.2f} epochs, {summary['tokens_seen']} target tokens) "
-                 f"of up to {args.max_tokens} x {args.update_freq} tokens per side and process, "
-                 f"{summary['processes']} process(es); Adam (0.9, 0.98, 1e-9)"
-                 + (f" with decoupled weight decay {args.weight_decay:g} of the matrices and embeddings (AdamW, "
-                    "not in the paper)" if args.weight_decay else "")
-                 + f", Eq. (3) learning rate with "
-                 f"{args.warmup_steps} warmup steps x {args.lr_scale}"
-                 + (f", decayed linearly to zero over the last {args.lr_cooldown:g} of the budget (not in the paper)"
-                    if args.lr_cooldown else "")
-                 + f"; label smoothing {args.label_smoothing}; "
-                 f"{args.precision}; {summary['train_minutes']} minutes on {device}; final weights "
-                 + (f"averaged over the last {averaged} checkpoints" if averaged else "of the last step")
-                 + (f" (the count of 1..{len(summary['average_choice']['scores'])} with the best "
-                    f"{summary['average_choice']['by']})."
-                    if "average_choice" in summary else "."),
+        data=f"{args.dataset or ' + '.join(Path(f).name for f in train_files)}; {args.source_lang} -> "
+             f"{args.target_lang}; joint BPE vocabulary of {len(tokenizer)} tokens; pairs longer than "
+             f"{args.max_length} tokens dropped.",
+        training=training_procedure(args, summary),
         evaluation=f"Validation: {result('validation')}. Test: {result('test')}. Beam {args.num_beams}, "
                    f"length penalty {args.length_penalty}"
                    + (f", decoded under {args.precision} autocast (the saved weights are fp32: `vanilla-evaluate` "
                       "decodes them in fp32, which moved Multi30k BLEU by 0.03-0.20)"
                       if args.precision in ("bf16", "fp16") else "")
-                   + "." + (f"\n\n{recipe_table(args.recipe, recipe_runs)}" if recipe_runs else ""),
+                   + "." + (f"\n\n{recipe_paragraph(args.recipe)}" if args.recipe else ""),
     )
+
+
+def training_procedure(args, summary: dict) -> str:
+    """The card's "Training procedure": updates, batches, optimizer and schedule, precision, device, final weights."""
+    import torch
+
+    averaged = summary["averaged_checkpoints"]
+    device = "GPU" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    return (f"{summary['step']} updates ({summary['epochs']:.2f} epochs, {summary['tokens_seen']} target tokens) "
+            f"of up to {args.max_tokens} x {args.update_freq} tokens per side and process, "
+            f"{summary['processes']} process(es); Adam (0.9, 0.98, 1e-9)"
+            + (f" with decoupled weight decay {args.weight_decay:g} of the matrices and embeddings (AdamW, "
+               "not in the paper)" if args.weight_decay else "")
+            + f", Eq. (3) learning rate with "
+            f"{args.warmup_steps} warmup steps x {args.lr_scale}"
+            + (f", decayed linearly to zero over the last {args.lr_cooldown:g} of the budget (not in the paper)"
+               if args.lr_cooldown else "")
+            + f"; label smoothing {args.label_smoothing}; "
+            f"{args.precision}; {summary['train_minutes']} minutes on {device}; final weights "
+            + (f"averaged over the last {averaged} checkpoints" if averaged else "of the last step")
+            + (f" (the count of 1..{len(summary['average_choice']['scores'])} with the best "
+               f"{summary['average_choice']['by']})."
+               if "average_choice" in summary else "."))
