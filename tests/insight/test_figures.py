@@ -64,6 +64,56 @@ def test_positional_encoding_and_mask_figures_follow_section_3_5_and_3_2_3():
     assert torch.equal(mask.bool(), torch.tril(torch.ones(6, 6, dtype=torch.bool)))
 
 
+SMALL_RESULTS = {
+    "machines": {"box": {"cpu": "CPU", "cores": 2}},
+    "recipes": {"toy": {"goal_test_bleu": {"en-de": 30.0}, "test_set": "toy test (3 sentences)"}},
+    "runs": [
+        {"id": "a-s2", "kind": "ours", "recipe": "toy", "direction": "en-de", "seed": 2, "hour": "slow",
+         "commit": "abc", "machine": "box", "command": "vanilla-train --seed 2", "minutes": 1.0, "updates": 10,
+         "val": {"bleu": 1.0, "chrf": 2.0}, "test": {"bleu": 31.5, "chrf": 50.0}, "peer": "p"},
+        {"id": "a-s1", "kind": "ours", "recipe": "toy", "direction": "en-de", "seed": 1, "hour": "faster",
+         "commit": "abc", "machine": "box", "command": "vanilla-train --seed 1", "minutes": 1.0, "updates": 20,
+         "val": {"bleu": 1.0, "chrf": 2.0}, "test": {"bleu": 29.25, "chrf": 49.0}, "peer": "p"},
+        {"id": "p", "kind": "peer", "recipe": "toy", "direction": "en-de", "hour": "faster", "machine": "box",
+         "command": "python peer.py", "minutes": 1.0, "updates": 5, "test": {"bleu": 27.0, "chrf": 45.0}},
+    ],
+}
+
+
+def test_the_results_chart_draws_each_seeds_test_bleu_beside_its_peer_and_the_goal(tmp_path):
+    import yaml
+
+    from modeling_vanilla.insight import results
+
+    data_file = tmp_path / "runs.yaml"
+    data_file.write_text(yaml.safe_dump(SMALL_RESULTS))
+    assert figures_cli.main(["--results", str(data_file), "--out-dir", str(tmp_path / "out"), "--dpi", "40"]) == 0
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["toy_test_bleu_by_seed_vs_peer.png"]
+    assert 2_000 < (tmp_path / "out" / "toy_test_bleu_by_seed_vs_peer.png").stat().st_size < 100_000
+    (ax,) = results.plot_test_bleu_by_seed(results.load_results(data_file), "toy").axes
+    lines = {line.get_label(): [float(y) for y in line.get_ydata()] for line in ax.lines}
+    assert lines["ours"] == [29.25, 31.5]  # by seed
+    assert lines["peer"] == [27.0, 27.0]
+    assert lines["ours, mean of the seeds"] == [30.375, 30.375] and lines["goal"] == [30.0, 30.0]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["seed 1\nfaster hour", "seed 2\nslow hour"]
+
+
+def test_the_results_chart_refuses_bad_data_and_other_charts_at_once(tmp_path, capsys):
+    import yaml
+
+    broken = {**SMALL_RESULTS, "runs": SMALL_RESULTS["runs"][:2]}  # the peer is gone
+    data_file = tmp_path / "runs.yaml"
+    data_file.write_text(yaml.safe_dump(broken))
+    with pytest.raises(SystemExit) as exit_info:
+        figures_cli.main(["--results", str(data_file), "--out-dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "a-s2: its peer 'p' is not a run of kind peer in this file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        figures_cli.main(["--results", str(data_file), "--curves", "a=b", "--output", str(tmp_path / "c.png")])
+    assert "--results and --curves draw different charts: give one of them." in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 SEE_INSIDE = ("visualization", "attention_maps", "explain", "figures")
 
 
