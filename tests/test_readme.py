@@ -1,4 +1,10 @@
-"""README.md's examples and commands work as written."""
+"""README.md's and the guides' examples and commands work as written.
+
+The runnable documentation is README.md, docs/guides/*.md and docs/reference/*.md: their ```python blocks run, and the
+command lines of their ```bash blocks run against the quickstart's model (or, for training on real data and uploads,
+are left to the slow test and to users). The experiment log (docs/experiments) records commands as they were run, on
+corpora and machines of their day: it is not run.
+"""
 
 import json
 import os
@@ -13,30 +19,43 @@ import pytest
 from tests.helpers import REPO_ROOT, run_python
 
 README = (REPO_ROOT / "README.md").read_text()
+RUNNABLE_DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs" / "guides").glob("*.md")),
+                 *sorted((REPO_ROOT / "docs" / "reference").glob("*.md"))]
 BIN = Path(sys.executable).parent  # where pip installed the vanilla-* commands
+TRAINED = re.compile(r"runs/multi30k")  # a block that needs a trained model folder
+
+
+def blocks(language: str) -> list[str]:
+    """Every ```LANGUAGE block of the runnable docs, README's first, in document order."""
+    return [block for doc in RUNNABLE_DOCS
+            for block in re.findall(rf"```{language}\n(.*?)```", doc.read_text(), flags=re.S)]
 
 
 def test_readme_python_examples_run_as_written(tmp_path):
-    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    assert blocks, "README.md has no python example"
-    outputs = []
-    for block in blocks:
+    examples = [block for block in blocks("python") if not TRAINED.search(block)]
+    assert examples, "the docs have no python example"
+    outputs = {}
+    for block in examples:
         result = run_python(block, cwd=tmp_path)
-        assert result.returncode == 0, f"README example failed:\n{block}\n{result.stderr[-3000:]}"
-        outputs.append(result.stdout)
-    assert "63.0M parameters" in outputs[0]  # the count the example's comment promises
+        assert result.returncode == 0, f"example failed:\n{block}\n{result.stderr[-3000:]}"
+        outputs[block] = result.stdout
+    counted = [block for block in examples if "# 63.0M" in block]
+    assert len(counted) == 1, "the model reference's example changed: update this test"
+    assert "63.0M parameters" in outputs[counted[0]]  # the count the example's comment promises
 
 
 def readme_commands() -> list[str]:
-    """Every command line of README's bash blocks, continuation lines joined, comments dropped."""
+    """Every command line of the runnable docs' bash blocks, continuation lines joined, comments dropped, each once."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+    for block in blocks("bash"):
         for line in block.replace("\\\n", " ").splitlines():
             if not line.startswith(("vanilla-", "echo ", "accelerate ")):
                 continue  # `python -c '...'` examples span lines; they are Python, run by the test above
             words = shlex.split(line, comments=True)
             if words:
-                commands.append(shlex.join(words) if "|" not in line else line.split(" #")[0])
+                command = shlex.join(words) if "|" not in line else line.split(" #")[0]
+                if command not in commands:
+                    commands.append(command)
     return commands
 
 
@@ -48,7 +67,7 @@ def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
 def quickstart(scale_budget: bool) -> list[str]:
     toy = [c for c in readme_commands() if c.startswith("vanilla-toy-data")]
     train = [c for c in readme_commands() if c.startswith("vanilla-train --preset tiny")]
-    assert len(toy) == 1 and len(train) == 1, "README's quickstart changed: update this test"
+    assert len(toy) == 1 and len(train) == 1, "README's quickstart changed (or a guide's differs): update this test"
     if scale_budget:  # the same flags, a smaller budget
         train = [train[0].replace("--max-steps 600", "--max-steps 30").replace("--eval-every 200", "--eval-every 10")
                  .replace("--save-every 200", "--save-every 10")]
@@ -56,10 +75,20 @@ def quickstart(scale_budget: bool) -> list[str]:
     return toy + train
 
 
+def on_the_toy_model(text: str) -> str:
+    """A command or example written for runs/multi30k and Multi30k's files, pointed at the quickstart's."""
+    text = re.sub(r"runs/multi30k-(en-de|de-en)", "runs/toy", text)  # the recipe's runs (checkpoints)
+    text = text.replace("../shared/data/multi30k/val.", "data/toy/valid.")
+    return text.replace("runs/multi30k", "runs/toy").replace(
+        "../shared/data/multi30k/test_2016_flickr.en", "data/toy/test.en").replace(
+        "../shared/data/multi30k/test_2016_flickr.de", "data/toy/test.de")
+
+
 def test_readme_commands_run_as_written_on_the_quickstart_model(tmp_path):
-    """The quickstart (with a 30-update budget), then every README command that uses a trained folder, run against
-    the quickstart's folder (runs/toy for runs/multi30k, its test file for Multi30k's): translate, visualize,
-    explain, figures, the Hub dry run. Training runs on real data and uploads are left to the slow test and users."""
+    """The quickstart (with a 30-update budget), then every command and Python example of the docs that uses a
+    trained folder, run against the quickstart's folder (runs/toy for runs/multi30k, its test file for Multi30k's):
+    translate (the pipeline too), visualize, explain, figures, the Hub dry run, export, serving. Training runs on
+    real data and uploads are left to the slow test and users."""
     toy, train = quickstart(scale_budget=True)
     for command in (toy, train + " --card-dataset bentrevett/multi30k"):  # as runs/multi30k's command (below)
         result = run(command, tmp_path)
@@ -76,11 +105,7 @@ def test_readme_commands_run_as_written_on_the_quickstart_model(tmp_path):
             continue
         if "--private" in command or command.startswith(("vanilla-finetune", "vanilla-train ", "accelerate")):
             continue  # an upload needs the Hub; training on Multi30k takes 10 minutes; tests/training/test_finetune.py
-        command = re.sub(r"runs/multi30k-(en-de|de-en)", "runs/toy", command)  # the recipe's runs (checkpoints)
-        command = command.replace("../shared/data/multi30k/val.", "data/toy/valid.")
-        command = command.replace("runs/multi30k", "runs/toy").replace(
-            "../shared/data/multi30k/test_2016_flickr.en", "data/toy/test.en").replace(
-            "../shared/data/multi30k/test_2016_flickr.de", "data/toy/test.de")
+        command = on_the_toy_model(command)
         result = run(command, tmp_path)
         assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
         ran.append(command.split()[0] if not command.startswith("echo") else "echo | vanilla-translate")
@@ -91,6 +116,13 @@ def test_readme_commands_run_as_written_on_the_quickstart_model(tmp_path):
     assert (tmp_path / "hyp-ct2.de").read_text() == (tmp_path / "hyp.de").read_text()
     assert len((tmp_path / "hyp.de").read_text().splitlines()) == len((tmp_path / "data/toy/test.en").read_text().splitlines())
     assert (tmp_path / "upload" / "README.md").is_file()
+    # README's "translate with a trained model" example, on the trained folder
+    trained_examples = [block for block in blocks("python") if TRAINED.search(block)]
+    assert trained_examples, "README no longer translates with a trained folder: update this test"
+    for block in trained_examples:
+        result = run_python(on_the_toy_model(block), cwd=tmp_path)
+        assert result.returncode == 0, f"example failed:\n{block}\n{result.stderr[-3000:]}"
+        assert "translation_text" in result.stdout, result.stdout
 
 
 @pytest.mark.slow
