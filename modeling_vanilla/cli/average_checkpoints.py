@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from ..inference.model_folder import check_model_folder
-from ..training.checkpoints import CheckpointManager, average_checkpoints, load_averaged_weights
+from ..training.averaging import average_checkpoints, load_averaged_weights
+from ..training.checkpoints import CheckpointManager
 from ..utils.arguments import positive_int
 
 

@@ -1,11 +1,11 @@
-"""Checkpoints that a crash cannot leave half-written and that hold no pickle, the state of a run, and section 6.1's
-averaging.
+"""Checkpoints that a crash cannot leave half-written and that hold no pickle, and the state of a run.
 
 - `CheckpointManager`: `checkpoints/step-0000123/` folders in a format of our own, written atomically, verified by
   sha256 before use, the last K kept, and `checkpoints/best/` beside them.
 - `TrainState`: where training stands (step, epoch, batch position, tokens, validation history), saved with each.
-- Section 6.1: "averaging the last 5 checkpoints, which were written at 10-minute intervals" (base), 20 (big):
-  `average_checkpoints` and `load_averaged_weights`.
+
+Their files on disk (durable writes, hashes, the marker) are `checkpoint_files`; section 6.1's averaging of their
+weights is `averaging`.
 
 A checkpoint folder holds exactly these files, none of them a pickle that could run code when loaded:
 
@@ -21,9 +21,8 @@ Durability: every file is fsynced, then the folder, which is then renamed from `
 the parent folder fsynced. A crash leaves either a complete checkpoint or a folder without a valid marker, which
 `latest()` reports and skips; leftover `.tmp-*` folders are removed (with a message) at the next save or resume.
 Verification: the sha256 of each file is checked by `complete()`, `latest()`, `best()`, `load()` and, for checkpoint
-folders, `average_checkpoints`. Each process hashes a file once and caches the result per (path, inode, size,
-mtime), so the checks after each save and at resume cost one read of each file; a write to a file changes its
-mtime and makes it hashed again. A folder holding a `.pkl` file or a file its marker does not list is never loaded.
+folders, `averaging.average_checkpoints` (each file hashed once per process: `checkpoint_files.sha256`). A folder
+holding a `.pkl` file or a file its marker does not list is never loaded.
 
 Supported: one process or data parallel (DDP) processes on a shared filesystem. FSDP and DeepSpeed shard the
 optimizer state across processes, which this format does not store: `save` and `load` refuse them.
@@ -31,21 +30,29 @@ optimizer state across processes, which this format does not store: `save` and `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import re
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from torch import nn
 
-COMPLETE_MARKER = "checkpoint_complete.json"
+from .averaging import load_model_weights
+from .checkpoint_files import (
+    COMPLETE_MARKER,
+    file_problem,
+    fsync,
+    link_or_copy,
+    marker_files,
+    replace_folder,
+    sha256,
+    write_text,
+)
+
 FORMAT_VERSION = 1
 WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE = "model.safetensors", "optimizer.pt", "scheduler.pt"
 SCALER_FILE, TRAIN_STATE_FILE = "scaler.pt", "train_state.json"
@@ -152,13 +159,13 @@ class CheckpointManager:
     def _prepare(self, temporary: Path) -> None:
         if not self.directory.is_dir():
             self.directory.mkdir(parents=True)
-            _fsync(self.directory.parent)
+            fsync(self.directory.parent)
         self._remove_leftovers()
         temporary.mkdir()
 
     def _write_parts(self, accelerator, temporary, weights, model, optimizer, scheduler, train_state, rng_state):
         """Each process its random states; the main process the model, optimizer, scheduler and run state."""
-        _write_text(temporary / rng_file(accelerator.process_index), rng_state)
+        write_text(temporary / rng_file(accelerator.process_index), rng_state)
         if not accelerator.is_main_process:
             return
         from safetensors.torch import save_file
@@ -168,19 +175,19 @@ class CheckpointManager:
         torch.save(optimizer.state_dict(), temporary / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), temporary / SCHEDULER_FILE)
         for name in (WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE):
-            _fsync(temporary / name)
+            fsync(temporary / name)
         if getattr(accelerator, "scaler", None) is not None:
             torch.save(accelerator.scaler.state_dict(), temporary / SCALER_FILE)
-            _fsync(temporary / SCALER_FILE)
-        _write_text(temporary / TRAIN_STATE_FILE, train_state)
+            fsync(temporary / SCALER_FILE)
+        write_text(temporary / TRAIN_STATE_FILE, train_state)
 
     def _complete(self, temporary: Path, final: Path, step: int, processes: int, best: bool) -> None:
         """The marker, then the rename into place; `best/`; pruning. Main process only."""
-        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(temporary.iterdir())}
+        files = {p.name: {"size": p.stat().st_size, "sha256": sha256(p)} for p in sorted(temporary.iterdir())}
         marker = {"format": FORMAT_VERSION, "step": step, "processes": processes, "time": time.time(), "files": files}
-        _write_text(temporary / COMPLETE_MARKER, json.dumps(marker, indent=1))
-        _fsync(temporary)
-        _replace_folder(temporary, final)
+        write_text(temporary / COMPLETE_MARKER, json.dumps(marker, indent=1))
+        fsync(temporary)
+        replace_folder(temporary, final)
         if best:
             self._keep_as_best(final, marker)
         self._prune(keep_also=final)
@@ -191,11 +198,11 @@ class CheckpointManager:
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
         for name in marker["files"]:
-            _link_or_copy(folder / name, temporary / name)
+            link_or_copy(folder / name, temporary / name)
         best_marker = {**marker, "source": folder.name, "time": time.time()}
-        _write_text(temporary / COMPLETE_MARKER, json.dumps(best_marker, indent=1))
-        _fsync(temporary)
-        _replace_folder(temporary, self.directory / BEST)
+        write_text(temporary / COMPLETE_MARKER, json.dumps(best_marker, indent=1))
+        fsync(temporary)
+        replace_folder(temporary, self.directory / BEST)
         self.log(f"Kept {folder.name} as the best checkpoint in {self.directory / BEST}.")
 
     def _prune(self, keep_also: Path) -> None:
@@ -204,7 +211,7 @@ class CheckpointManager:
         for old in self.complete()[: -self.keep]:
             if old != keep_also:
                 shutil.rmtree(old)
-        _fsync(self.directory)
+        fsync(self.directory)
 
     def _remove_leftovers(self) -> None:
         """Remove `.tmp-*` folders: checkpoints being written when a run stopped. Main process only."""
@@ -219,7 +226,7 @@ class CheckpointManager:
         folder = Path(folder)
         if not folder.is_dir():
             return "it is not a folder"
-        files = _marker_files(folder)
+        files = marker_files(folder)
         if isinstance(files, str):
             return files
         for entry in sorted(folder.iterdir()):
@@ -237,7 +244,7 @@ class CheckpointManager:
                 return f"its marker lists {name}, which is not a checkpoint file"
             if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or "size" not in entry:
                 return f"its marker has no sha256 for {name} (a checkpoint of an earlier version, with pickles)"
-            problem = _file_problem(folder / name, entry)
+            problem = file_problem(folder / name, entry)
             if problem:
                 return problem
         return None
@@ -301,91 +308,7 @@ class CheckpointManager:
         _set_rng_state(accelerator, rng_state)
 
 
-# Files: durable writes, hashes, the marker
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file, or a folder's entries, to the disk."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except (IsADirectoryError, PermissionError):  # folders cannot be opened on Windows; nothing to flush there
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _replace_folder(temporary: Path, final: Path) -> None:
-    """Rename `temporary` to `final` (replacing an earlier one), then fsync their parent."""
-    if final.exists():
-        old = final.parent / f".tmp-old-{final.name}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(temporary, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(temporary, final)
-    _fsync(final.parent)
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)  # already fsynced with `source`
-    except OSError:
-        shutil.copyfile(source, target)
-        _fsync(target)
-
-
-_SHA256: dict[tuple, str] = {}  # (path, inode, size, mtime) -> sha256 of the file's bytes, this process
-
-
-def _sha256(path: Path) -> str:
-    info = path.stat()
-    key = (str(path), info.st_ino, info.st_size, info.st_mtime_ns)
-    if key not in _SHA256:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        _SHA256[key] = digest.hexdigest()
-    return _SHA256[key]
-
-
-def _marker_files(folder: Path) -> dict | str:
-    """The `files` of `folder`'s marker, or why there is none to trust."""
-    marker = folder / COMPLETE_MARKER
-    if not marker.is_file():
-        return "it has no completion marker (writing was interrupted)"
-    try:
-        files = json.loads(marker.read_text())["files"]
-    except (ValueError, KeyError, TypeError) as error:
-        return f"its completion marker is unreadable ({error})"
-    if not isinstance(files, dict):
-        return "its completion marker is unreadable (no list of files)"
-    return files
-
-
-def _file_problem(path: Path, entry) -> str | None:
-    """Why `path` differs from its marker entry ({"size", "sha256"}, or a bare size from an earlier version)."""
-    size = entry["size"] if isinstance(entry, dict) else entry
-    if not path.is_file():
-        return f"{path.name} is missing"
-    if path.stat().st_size != size:
-        return f"{path.name} has {path.stat().st_size} bytes, the marker says {size}"
-    if isinstance(entry, dict) and "sha256" in entry and _sha256(path) != entry["sha256"]:
-        return f"{path.name} does not match its sha256 in the marker"
-    return None
-
-
-# Processes, model weights, random states
+# Processes, random states, stored weights
 
 
 def _check_weight_decay(saved: dict, optimizer, folder: Path) -> None:
@@ -443,19 +366,6 @@ def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
     return (a.data_ptr(), a.shape, a.stride(), a.dtype) == (b.data_ptr(), b.shape, b.stride(), b.dtype)
 
 
-def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
-    """Load `weights` into `model`; only tied copies (`all_tied_weights_keys`) may be absent, then they are re-tied.
-    Checkpoints written before the model had `shared` are read in the current layout (`current_layout`)."""
-    missing, unexpected = model.load_state_dict(current_layout(weights), strict=False)
-    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
-    missing = [k for k in missing if k not in tied]
-    if missing or unexpected:
-        raise ValueError(f"The weights in {source} do not fit the model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}.")
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-
-
 def _rng_state(accelerator) -> dict:
     """This process's random states as JSON values."""
     import numpy as np
@@ -487,74 +397,3 @@ def _set_rng_state(accelerator, state: dict) -> None:
             torch.cuda.set_rng_state(torch.tensor(saved, dtype=torch.uint8), device)
     if hasattr(accelerator, "step"):
         accelerator.step = state.get("accelerate_step", 0)
-
-
-# Section 6.1: checkpoint averaging
-
-
-def find_weights(folder: str | os.PathLike) -> Path:
-    """The model weights inside a training checkpoint or a saved model folder."""
-    folder = Path(folder)
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"No model.safetensors or pytorch_model.bin in {folder}: not a checkpoint or model folder.")
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a .safetensors file, or of a .bin state dict (unpickled with weights_only=True)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def verified_weights(folder: str | os.PathLike) -> Path:
-    """`find_weights`, and for a training checkpoint (it has a marker) the weights' size and sha256 checked."""
-    path = find_weights(folder)
-    files = _marker_files(path.parent) if (path.parent / COMPLETE_MARKER).is_file() else None
-    if files is None:
-        return path
-    problem = files if isinstance(files, str) else (
-        f"{path.name} is not listed in its marker" if path.name not in files else _file_problem(path, files[path.name]))
-    if problem:
-        raise ValueError(f"Cannot use checkpoint {path.parent}: {problem}.")
-    return path
-
-
-def current_layout(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Weights saved before the model had `shared` hold section 3.4's one matrix as `encoder.embed_tokens.weight`
-    (its tied copies left out; an untied model stores the decoder's too): renamed `shared.weight`, so that they
-    average with newer ones and load into today's model. Other weights are returned as they are; `weights` itself
-    is not changed."""
-    weights = dict(weights)
-    for prefix in ("model.", ""):
-        old, copy, new = (f"{prefix}{name}.weight" for name in ("encoder.embed_tokens", "decoder.embed_tokens", "shared"))
-        if old in weights and copy not in weights and new not in weights:
-            weights[new] = weights.pop(old)
-    return weights
-
-
-def average_checkpoints(folders: Sequence[str | os.PathLike]) -> dict[str, torch.Tensor]:
-    """Section 6.1: the element-wise mean of the parameters of several checkpoints of one run (in fp32)."""
-    if not folders:
-        raise ValueError("No checkpoints to average.")
-    total: dict[str, torch.Tensor] = {}
-    for folder in folders:
-        weights = current_layout(load_weights(verified_weights(folder)))
-        if total and weights.keys() != total.keys():
-            raise ValueError(f"{folder} holds different parameters than {folders[0]}: checkpoints of different models?")
-        for name, tensor in weights.items():
-            if name in total:
-                if tensor.shape != total[name].shape:
-                    raise ValueError(f"{name} has shape {tuple(tensor.shape)} in {folder}, {tuple(total[name].shape)} before.")
-                total[name] += tensor.float()
-            else:
-                total[name] = tensor.float().clone()
-    return {name: tensor / len(folders) for name, tensor in total.items()}
-
-
-def load_averaged_weights(model: nn.Module, averaged: dict[str, torch.Tensor]) -> None:
-    """Load averaged weights into `model` (keys as in a checkpoint or save_pretrained; tied copies may be absent)."""
-    load_model_weights(model, averaged, "the averaged checkpoints")

@@ -19,7 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..utils.arguments import replacing
-from .checkpoints import TRAIN_STATE_FILE, CheckpointManager, average_checkpoints, load_averaged_weights
+from .averaging import average_checkpoints, load_averaged_weights
+from .checkpoints import TRAIN_STATE_FILE, CheckpointManager
 
 
 def checkpoint_points(run_dir: str | os.PathLike) -> list[dict]:
@@ -48,8 +49,8 @@ def score_checkpoints(model, tokenizer, run_dir: str | os.PathLike, sources: Seq
         raise ValueError(f"average must be >= 1, not {average}.")
     points = checkpoint_points(run_dir)
     if len(points) < average:
-        raise ValueError(f"--average {average} needs at least {average} checkpoints in {Path(run_dir) / 'checkpoints'}, "
-                         f"which holds {len(points)}.")
+        raise ValueError(f"--average {average} needs at least {average} checkpoints in "
+                         f"{Path(run_dir) / 'checkpoints'}, which holds {len(points)}.")
     for i in range(average - 1, len(points)):
         window = points[i + 1 - average : i + 1]
         load_averaged_weights(model, average_checkpoints([point["folder"] for point in window]))

@@ -2,7 +2,8 @@
 translations (section 6.1: beam 4, length penalty 0.6), split over processes.
 
 `batch_loss` is the one forward that both training and validation use: the model's own label-smoothed loss
-(section 5.4, defined in `VanillaTransformerForConditionalGeneration.forward`), summed over target tokens.
+(section 5.4, defined in `VanillaTransformerForConditionalGeneration.forward`), summed over target tokens. `bleu`
+scores a training run's model as the run's options say (beam, length penalty).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import torch
 
 from ..inference.translation import translate_and_score
+from .run import Corpus, Run
 
 
 def load_batch(dataset, indices: list[int], collator, device) -> dict[str, torch.Tensor]:
@@ -54,3 +56,11 @@ def bleu_on_split(model, tokenizer, raw_split, source_lang: str, target_lang: st
     pairs = raw_split["translation"][:limit] if limit else raw_split["translation"]
     return translate_and_score(model, tokenizer, pairs, source_lang, target_lang, accelerator=accelerator,
                                num_beams=num_beams, length_penalty=length_penalty)
+
+
+def bleu(run: Run, corpus: Corpus, split: str, limit: int | None = None) -> dict:
+    """BLEU and chrF of the run's model on a raw split of its corpus (its first `limit` pairs), with the run's beam
+    search (--num-beams, --length-penalty)."""
+    args = run.args
+    return bleu_on_split(run.model, corpus.tokenizer, corpus.raw[split], args.source_lang, args.target_lang,
+                         run.accelerator, args.num_beams, args.length_penalty, limit)

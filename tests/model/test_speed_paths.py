@@ -191,17 +191,17 @@ def test_dataloader_workers_give_the_same_training_run(toy_data, tmp_path):
 
 
 def test_the_loop_reads_the_device_back_only_every_log_every_updates(toy_data, tmp_path, monkeypatch):
-    import modeling_vanilla.training.trainer as trainer
     from modeling_vanilla.cli.train import run as main
+    from modeling_vanilla.training.update_stats import UpdateStats
 
     reads = []
-    real_read = trainer.UpdateStats.read
+    real_read = UpdateStats.read
 
     def counted(self):
         reads.append(self.updates)
         return real_read(self)
 
-    monkeypatch.setattr(trainer.UpdateStats, "read", counted)
+    monkeypatch.setattr(UpdateStats, "read", counted)
     summary = main(train_args(toy_data, tmp_path / "out", "--max-steps", "12", "--precision", "fp32",
                               "--eval-every", "0", "--log-every", "5", "--save-every-minutes", "0"))
     # Step 1 (the first line), then steps 5 and 10, then the 2 updates left at the end: 4 reads for 12 updates.

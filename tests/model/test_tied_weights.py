@@ -19,7 +19,7 @@ from modeling_vanilla import (
     VanillaTransformerForConditionalGeneration,
     VanillaTransformerModel,
 )
-from modeling_vanilla.training.checkpoints import load_model_weights
+from modeling_vanilla.training.averaging import load_model_weights
 from tests.helpers import forward_kwargs
 
 CLASSES = [VanillaTransformerModel, VanillaTransformerForConditionalGeneration]
@@ -158,7 +158,7 @@ def test_the_bare_model_exposes_shared_as_its_input_embeddings():
 
 
 def test_checkpoints_saved_before_shared_average_with_newer_ones(tmp_path):
-    from modeling_vanilla.training.checkpoints import average_checkpoints
+    from modeling_vanilla.training.averaging import average_checkpoints
 
     torch.manual_seed(0)
     older = VanillaTransformerForConditionalGeneration(VanillaTransformerConfig.tiny())

@@ -19,14 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_vanilla.training.checkpoints import (
-    COMPLETE_MARKER,
-    CheckpointError,
-    CheckpointManager,
-    TrainState,
-    average_checkpoints,
-    load_averaged_weights,
-)
+from modeling_vanilla.training.averaging import average_checkpoints, load_averaged_weights
+from modeling_vanilla.training.checkpoints import COMPLETE_MARKER, CheckpointError, CheckpointManager, TrainState
 from tests.helpers import REPO_ROOT, random_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -430,7 +424,7 @@ result = {"same_draws": bool(torch.equal(drawn[0], expected[0])) and drawn[1:] =
 if rank == 1:  # a full disk in the second process only
     def disk_full(path, text):
         raise OSError(28, "No space left on device")
-    checkpoints._write_text = disk_full
+    checkpoints.write_text = disk_full
 try:
     manager.save(accelerator, 3, **training.objects())
 except checkpoints.CheckpointError as error:

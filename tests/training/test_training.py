@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modeling_vanilla.data.toy_corpus import write_toy_corpus
-from modeling_vanilla.training.checkpoints import COMPLETE_MARKER, CheckpointManager, TrainState, average_checkpoints
+from modeling_vanilla.training.averaging import average_checkpoints
+from modeling_vanilla.training.checkpoints import COMPLETE_MARKER, CheckpointManager, TrainState
 from modeling_vanilla.training.optimization import (
     build_optimizer,
     build_scheduler,
@@ -172,10 +173,52 @@ def train_args(toy_data, output_dir, *extra):
             "--override", "dropout=0.0", *extra]
 
 
-def run_train(args, env=None, launcher=None):
-    command = (launcher or [sys.executable]) + [str(REPO_ROOT / "scripts" / "train.py"), *args]
+def run_train(args, env=None, launcher=None, script=None):
+    """vanilla-train in a fresh process (`scripts/train.py`, or `script`: one that installs a test's hook first)."""
+    command = (launcher or [sys.executable]) + [str(script or REPO_ROOT / "scripts" / "train.py"), *args]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+# The command with a hook installed in its process, as the tests below need it in a fresh process (or in each of
+# several under `accelerate launch`), where monkeypatch cannot reach: the hook wraps a function of the package, then
+# the script runs the command as scripts/train.py does (a CPU run that restarts itself on jemalloc runs it again).
+HOOKED_TRAIN = """
+from modeling_vanilla.cli.train import main
+
+{hook}
+raise SystemExit(main())
+"""
+
+# A cluster's signal (or SIGKILL) after update STEP and any checkpoint it writes.
+SIGNAL_AFTER_STEP = """
+import os
+from modeling_vanilla.training import loop
+
+def validate_and_save_then_signal(run, corpus, progress, real=loop.validate_and_save):
+    real(run, corpus, progress)
+    if run.state.step == {step}:
+        os.kill(os.getpid(), {signum})
+
+loop.validate_and_save = validate_and_save_then_signal
+"""
+
+# Process 1's clock reads 6 seconds (0.1 minutes) more than the others' (RANK is set by `accelerate launch`).
+CLOCK_AHEAD = """
+import os
+from modeling_vanilla.training.clock import Clock
+
+if os.environ.get("RANK") == "1":
+    own_minutes = Clock.minutes
+    Clock.minutes = lambda self: own_minutes(self) + 0.1
+"""
+
+
+def hooked_train_script(folder, hook: str):
+    """A training script in `folder` that installs `hook` (Python code) before it runs vanilla-train."""
+    script = folder / "train_with_hook.py"
+    script.write_text(HOOKED_TRAIN.format(hook=hook))
+    return script
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -218,7 +261,7 @@ def test_resume_after_sigkill_matches_the_straight_run(toy_data, tmp_path):
 
     killed = run_train(train_args(toy_data, tmp_path / "resumed", "--max-steps", "8", "--precision", "fp32",
                                   "--eval-every", "0", "--save-every", "4"),
-                       env={"VANILLA_TEST_SIGNAL_AFTER_STEP": "9:4"})
+                       script=hooked_train_script(tmp_path, SIGNAL_AFTER_STEP.format(signum=9, step=4)))
     assert killed.returncode == -9, killed.stderr[-3000:]  # died by SIGKILL, after writing checkpoint 4
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
     resumed = run_train(train_args(toy_data, tmp_path / "resumed", "--max-steps", "8", "--precision", "fp32",
@@ -252,7 +295,7 @@ def test_the_budget_spent_is_the_largest_part_over_steps_epochs_and_minutes():
     import time
     from types import SimpleNamespace
 
-    from modeling_vanilla.training.trainer import Run
+    from modeling_vanilla.training.run import Run
 
     def run(processes=1, **limits):
         args = argparse.Namespace(**{"max_steps": None, "max_epochs": None, "max_minutes": None, **limits})
@@ -264,14 +307,14 @@ def test_the_budget_spent_is_the_largest_part_over_steps_epochs_and_minutes():
     epochs.state.epoch, epochs.state.batch_in_epoch = 1, 5
     assert epochs.budget_spent(10, epoch_batches=10) == pytest.approx(1.5 / 4)  # epochs end first
     minutes = run(max_minutes=60.0, max_steps=10**6)
-    minutes.state.elapsed_seconds, minutes.started = 45 * 60, time.time()  # resumed after 45 minutes
+    minutes.state.elapsed_seconds, minutes.clock.started = 45 * 60, time.time()  # resumed after 45 minutes
     assert minutes.budget_spent(1, epoch_batches=10) == pytest.approx(0.75, abs=1e-3)
     assert run(max_steps=10).budget_spent(12, epoch_batches=10) == 1.0  # never more than the whole budget
-    # Several processes read the clock they last agreed on (every SIGNAL_CHECK_EVERY updates), not their own.
+    # Several processes read the clock they last agreed on (every AGREE_EVERY updates), not their own.
     shared = run(processes=2, max_minutes=60.0)
-    shared.started = time.time() - 20 * 60
+    shared.clock.started = time.time() - 20 * 60
     assert shared.budget_spent(1, epoch_batches=10) == 0.0  # nothing agreed yet
-    shared.agreed_minutes = 30.0
+    shared.clock.agreed_minutes = 30.0
     assert shared.budget_spent(1, epoch_batches=10) == pytest.approx(0.5)
 
 
@@ -310,9 +353,9 @@ def test_two_processes_agree_on_the_clock_when_theirs_differ(toy_data, tmp_path)
     args = train_args(toy_data, out, "--max-minutes", "0.25", "--precision", "fp32", "--eval-every", "0",
                       "--save-every-minutes", "0.05", "--keep-checkpoints", "20", "--lr-cooldown", "0.5",
                       "--log-every", "10")
-    command = launcher + [str(REPO_ROOT / "scripts" / "train.py"), *args]
+    command = launcher + [str(hooked_train_script(tmp_path, CLOCK_AHEAD)), *args]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "VANILLA_TEST_CLOCK_SKEW": "1:6"})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["processes"] == 2 and summary["step"] % 10 == 0  # both stopped at an update they agreed on
@@ -347,10 +390,10 @@ def test_two_processes_match_one_process_with_update_freq_2(toy_data, tmp_path):
 
 
 def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_path, monkeypatch, capsys):
-    import modeling_vanilla.training.trainer as trainer
+    import modeling_vanilla.training.loop as loop
     from modeling_vanilla.cli.train import run as main
 
-    real = trainer.batch_loss
+    real = loop.batch_loss
     weights_seen = []  # the model's parameters at each forward (one batch per update here)
 
     def poisoned(model, batch, label_smoothing, normalizer):
@@ -358,7 +401,7 @@ def test_nan_guard_skips_updates_then_stops_with_a_clear_message(toy_data, tmp_p
         loss = real(model, batch, label_smoothing, normalizer)
         return loss * float("nan") if len(weights_seen) > 2 else loss  # two good updates, then only NaN
 
-    monkeypatch.setattr(trainer, "batch_loss", poisoned)
+    monkeypatch.setattr(loop, "batch_loss", poisoned)
     out = tmp_path / "nan"
     # The loss is read back every --log-every updates (here every update): the run stops at the read-back that sees
     # the third non-finite loss in a row.
@@ -507,13 +550,13 @@ def test_overwrite_replaces_only_a_folder_that_holds_an_earlier_run(toy_data, tm
 
 
 def test_the_trained_model_is_on_disk_before_the_final_evaluation(toy_data, tmp_path, monkeypatch):
-    import modeling_vanilla.training.trainer as trainer
+    import modeling_vanilla.training.final as final
     from modeling_vanilla.cli.train import run as train
 
     def failing_scores(*args, **kwargs):
         raise RuntimeError("out of memory while scoring")
 
-    monkeypatch.setattr(trainer, "final_scores", failing_scores)
+    monkeypatch.setattr(final, "final_scores", failing_scores)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="out of memory while scoring"):
         train(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--eval-every", "0",
@@ -568,17 +611,17 @@ def test_average_choose_keeps_the_mean_with_the_best_validation_loss(toy_data, t
 
 
 def test_average_choose_bleu_keeps_the_best_count_and_the_fewest_on_a_tie(toy_data, tmp_path, monkeypatch):
-    import modeling_vanilla.training.trainer as trainer
+    import modeling_vanilla.training.final as final
     from modeling_vanilla.cli.train import run as train
 
     scored = []  # the validation BLEU of the means of the last 1, 2, 3 and 4 checkpoints, in the order tried
 
-    def fake_bleu(run, corpus, model, split, limit=None):
+    def fake_bleu(run, corpus, split, limit=None):
         scored.append(split)
         return {"bleu": [10.0, 30.0, 20.0, 30.0][len(scored) - 1] if len(scored) <= 4 else 5.0}
 
-    monkeypatch.setattr(trainer, "bleu", fake_bleu)
-    monkeypatch.setattr(trainer, "final_scores", lambda run, corpus, model: {})
+    monkeypatch.setattr(final, "bleu", fake_bleu)
+    monkeypatch.setattr(final, "final_scores", lambda run, corpus: {})
     out = tmp_path / "run"
     summary = train(train_args(toy_data, out, "--max-steps", "8", "--precision", "fp32", "--eval-every", "0",
                                "--save-every", "2", "--keep-checkpoints", "4", "--average-last", "4",
@@ -608,13 +651,13 @@ def test_average_choose_needs_a_validation_set(toy_data, tmp_path, capsys):
 
 
 def test_averaging_that_fails_leaves_the_last_steps_model(toy_data, tmp_path, monkeypatch):
-    import modeling_vanilla.training.trainer as trainer
+    import modeling_vanilla.training.final as final
     from modeling_vanilla.cli.train import run as train
 
     def failing_average(folders):
         raise FileNotFoundError("no model.safetensors in a sharded checkpoint")
 
-    monkeypatch.setattr(trainer, "average_checkpoints", failing_average)
+    monkeypatch.setattr(final, "average_checkpoints", failing_average)
     out = tmp_path / "run"
     with pytest.raises(FileNotFoundError, match="sharded checkpoint"):
         train(train_args(toy_data, out, "--max-steps", "4", "--precision", "fp32", "--eval-every", "0",
@@ -632,7 +675,7 @@ def test_a_stop_signal_saves_a_checkpoint_and_resume_matches_the_straight_run(to
     straight = run_train(train_args(toy_data, tmp_path / "straight", *common))
     assert straight.returncode == 0, straight.stderr[-3000:]
     stopped = run_train(train_args(toy_data, tmp_path / "stopped", *common),
-                        env={"VANILLA_TEST_SIGNAL_AFTER_STEP": f"{signum}:3"})
+                        script=hooked_train_script(tmp_path, SIGNAL_AFTER_STEP.format(signum=signum, step=3)))
     log = stopped.stdout + stopped.stderr
     assert stopped.returncode == 128 + signum, log[-3000:]
     assert "checkpoint" in log and "written at step 3" in log and "Traceback" not in log
@@ -660,7 +703,7 @@ def test_resume_without_precision_uses_the_runs_resolved_precision(toy_data, tmp
 def test_resume_refuses_other_data_another_tokenizer_or_process_count(toy_data, tmp_path, capsys):
     from modeling_vanilla.cli.train import run as train
     from modeling_vanilla.training.options import parse_train_args as parse_args
-    from modeling_vanilla.training.trainer import check_resume_processes
+    from modeling_vanilla.training.start import check_resume_processes
 
     out = tmp_path / "run"
     train(train_args(toy_data, out, "--max-steps", "2", "--precision", "fp32", "--eval-every", "0"))
@@ -702,7 +745,7 @@ def test_resume_refuses_other_data_another_tokenizer_or_process_count(toy_data, 
 
 
 def test_a_run_started_with_a_tokenizer_keeps_it_in_its_folder_from_the_start(toy_data, tmp_path, monkeypatch):
-    import modeling_vanilla.training.trainer as trainer
+    import modeling_vanilla.training.loop as loop
     from modeling_vanilla.cli.train import run as train
     from modeling_vanilla.data.tokenization import train_bpe_tokenizer
 
@@ -712,7 +755,7 @@ def test_a_run_started_with_a_tokenizer_keeps_it_in_its_folder_from_the_start(to
     def crash(*args, **kwargs):
         raise RuntimeError("crash during training")
 
-    monkeypatch.setattr(trainer, "train_epochs", crash)
+    monkeypatch.setattr(loop, "epoch_updates", crash)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="crash during training"):
         train(train_args(toy_data, out, "--max-steps", "2", "--tokenizer", str(tmp_path / "tok")))
@@ -756,7 +799,8 @@ def test_every_numeric_option_is_checked_before_any_work(toy_data, tmp_path, cap
 
 
 def test_a_rising_validation_loss_warns_and_the_best_checkpoint_is_kept(toy_data, tmp_path, monkeypatch, capsys):
-    import modeling_vanilla.training.trainer as trainer
+    import modeling_vanilla.training.final as final
+    import modeling_vanilla.training.loop as loop
     from modeling_vanilla.cli.train import run as train
 
     losses = iter([3.0, 2.0, 2.2, 3.1, 3.2, 3.3])  # best at the 2nd validation (step 4), then diverging
@@ -765,7 +809,8 @@ def test_a_rising_validation_loss_warns_and_the_best_checkpoint_is_kept(toy_data
         nll = next(losses)
         return {"valid_nll": nll, "valid_ppl": math.exp(nll)}
 
-    monkeypatch.setattr(trainer, "validation_loss", scripted_validation_loss)
+    for module in (loop, final):  # validation during training, then the final scores
+        monkeypatch.setattr(module, "validation_loss", scripted_validation_loss)
     out = tmp_path / "run"
     train(train_args(toy_data, out, "--max-steps", "10", "--precision", "fp32", "--eval-every", "2",
                      "--save-every", "2", "--keep-checkpoints", "2"))
