@@ -1,7 +1,7 @@
 """Stop signals: SIGTERM (a cluster's preemption) and SIGINT (Ctrl-C) end a run after the current update, with a
 checkpoint, and the process exits with 128 + the signal's number, as a killed process would; a second Ctrl-C stops
-at once. With several processes, a signal that reaches one stops all at the same update: they agree on it every
-AGREE_EVERY updates, in the collective that agrees on the clock (`Clock.agree`).
+at once. With several processes, a signal that reaches one stops all at the same update: the loop has them agree
+on it every AGREE_EVERY updates, in the collective that agrees on the clock (`Clock.agree`).
 """
 
 from __future__ import annotations
@@ -32,13 +32,6 @@ def stop_on_signals(run: Run):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def stop_received(run: Run) -> bool:
-    """Whether to stop for a signal after this update: one process, whether it got one; several, whether any did,
-    as they agreed on it with the clock (every AGREE_EVERY updates)."""
-    run.stop_signal = run.clock.agree(run.stop_signal)
-    return run.stop_signal is not None
 
 
 def stop_after_signal(run: Run) -> None:
