@@ -3,9 +3,10 @@
 - `CheckpointManager`: `checkpoints/step-0000123/` folders in a format of our own, written atomically, verified by
   sha256 before use, the last K kept, and `checkpoints/best/` beside them.
 - `TrainState`: where training stands (step, epoch, batch position, tokens, validation history), saved with each.
+- `TrainingObjects`: what `save` writes and `load` restores (the prepared model, optimizer, schedule and the state).
 
-Their files on disk (durable writes, hashes, the marker) are `checkpoint_files`; section 6.1's averaging of their
-weights is `averaging`.
+Their files on disk (durable writes, hashes, the marker) are `checkpoint_files`, the random states `random_states`;
+section 6.1's averaging of their weights is `averaging`.
 
 A checkpoint folder holds exactly these files, none of them a pickle that could run code when loaded:
 
@@ -32,12 +33,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,6 +53,7 @@ from .checkpoint_files import (
     sha256,
     write_text,
 )
+from .random_states import rng_state, set_rng_state
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE = "model.safetensors", "optimizer.pt", "scheduler.pt"
@@ -100,6 +102,17 @@ class TrainState:
             setattr(self, name, state.get(name, default))
 
 
+@dataclass
+class TrainingObjects:
+    """What a checkpoint saves and restores: the model, optimizer and schedule as Accelerate prepared them, and the
+    run's TrainState."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    state: TrainState
+
+
 class CheckpointManager:
     """`checkpoints/step-0000123/` folders (see the module docstring), the last `keep` kept, and `best/`.
 
@@ -123,19 +136,19 @@ class CheckpointManager:
 
     # Writing
 
-    def save(self, accelerator, step: int, *, model, optimizer, scheduler, state: TrainState,
-             best: bool = False) -> Path:
-        """Write checkpoint `step` (with `best`, `best/` holds it too); returns its folder. Call on every process."""
+    def save(self, accelerator, step: int, objects: TrainingObjects, best: bool = False) -> Path:
+        """Write checkpoint `step` of `objects` (with `best`, `best/` holds it too); returns its folder. Call on every
+        process."""
         _check_supported(accelerator)
         final, temporary = self.path(step), self.directory / f".tmp-step-{step:07d}"
         # What every process contributes, computed first: an unserializable state fails here, on all processes.
-        train_state = json.dumps(state.state_dict(), indent=1)
-        rng_state = json.dumps(_rng_state(accelerator))
-        weights = accelerator.get_state_dict(model)  # a collective call under some distributed setups
+        serialized = {"train_state": json.dumps(objects.state.state_dict(), indent=1),
+                      "rng_state": json.dumps(rng_state(accelerator)),
+                      "weights": accelerator.get_state_dict(objects.model)}  # a collective under some setups
 
         self._phase(accelerator, temporary, "prepare", accelerator.is_main_process, lambda: self._prepare(temporary))
-        self._phase(accelerator, temporary, "write", True, lambda: self._write_parts(
-            accelerator, temporary, weights, model, optimizer, scheduler, train_state, rng_state))
+        self._phase(accelerator, temporary, "write", True,
+                    lambda: self._write_parts(accelerator, temporary, objects, serialized))
         self._phase(accelerator, temporary, "complete", accelerator.is_main_process,
                     lambda: self._complete(temporary, final, step, accelerator.num_processes, best))
         return final
@@ -163,23 +176,23 @@ class CheckpointManager:
         self._remove_leftovers()
         temporary.mkdir()
 
-    def _write_parts(self, accelerator, temporary, weights, model, optimizer, scheduler, train_state, rng_state):
+    def _write_parts(self, accelerator, temporary: Path, objects: TrainingObjects, serialized: dict) -> None:
         """Each process its random states; the main process the model, optimizer, scheduler and run state."""
-        write_text(temporary / rng_file(accelerator.process_index), rng_state)
+        write_text(temporary / rng_file(accelerator.process_index), serialized["rng_state"])
         if not accelerator.is_main_process:
             return
         from safetensors.torch import save_file
 
-        tied = set(getattr(accelerator.unwrap_model(model), "all_tied_weights_keys", {}) or {})
-        save_file(_storable(weights, tied), str(temporary / WEIGHTS_FILE), metadata={"format": "pt"})
-        torch.save(optimizer.state_dict(), temporary / OPTIMIZER_FILE)
-        torch.save(scheduler.state_dict(), temporary / SCHEDULER_FILE)
+        tied = set(getattr(accelerator.unwrap_model(objects.model), "all_tied_weights_keys", {}) or {})
+        save_file(_storable(serialized["weights"], tied), str(temporary / WEIGHTS_FILE), metadata={"format": "pt"})
+        torch.save(objects.optimizer.state_dict(), temporary / OPTIMIZER_FILE)
+        torch.save(objects.scheduler.state_dict(), temporary / SCHEDULER_FILE)
         for name in (WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE):
             fsync(temporary / name)
         if getattr(accelerator, "scaler", None) is not None:
             torch.save(accelerator.scaler.state_dict(), temporary / SCALER_FILE)
             fsync(temporary / SCALER_FILE)
-        write_text(temporary / TRAIN_STATE_FILE, train_state)
+        write_text(temporary / TRAIN_STATE_FILE, serialized["train_state"])
 
     def _complete(self, temporary: Path, final: Path, step: int, processes: int, best: bool) -> None:
         """The marker, then the rename into place; `best/`; pruning. Main process only."""
@@ -284,8 +297,9 @@ class CheckpointManager:
             return None
         return folder
 
-    def load(self, folder: str | os.PathLike, accelerator, *, model, optimizer, scheduler, state: TrainState) -> None:
-        """Restore a run from `folder` after verifying it: weights, optimizer, schedule, random states, TrainState."""
+    def load(self, folder: str | os.PathLike, accelerator, objects: TrainingObjects) -> None:
+        """Restore `objects` from `folder` after verifying it: weights, optimizer, schedule, random states and the
+        TrainState."""
         from safetensors.torch import load_file
 
         _check_supported(accelerator)
@@ -294,21 +308,21 @@ class CheckpointManager:
         if problem is not None:
             raise CheckpointError(f"Cannot load checkpoint {folder}: {problem}.")
         saved_state = json.loads((folder / TRAIN_STATE_FILE).read_text())
-        type(state)().load_state_dict(saved_state)  # unknown fields raise before anything is loaded
-        rng_state = json.loads((folder / rng_file(accelerator.process_index)).read_text())
+        type(objects.state)().load_state_dict(saved_state)  # unknown fields raise before anything is loaded
+        saved_random = json.loads((folder / rng_file(accelerator.process_index)).read_text())
         saved_optimizer = torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-        _check_weight_decay(saved_optimizer, optimizer, folder)
+        _check_weight_decay(saved_optimizer, objects.optimizer, folder)
         weights = load_file(str(folder / WEIGHTS_FILE))
-        load_model_weights(accelerator.unwrap_model(model), weights, folder / WEIGHTS_FILE)
-        optimizer.load_state_dict(saved_optimizer)
-        scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True))
+        load_model_weights(accelerator.unwrap_model(objects.model), weights, folder / WEIGHTS_FILE)
+        objects.optimizer.load_state_dict(saved_optimizer)
+        objects.scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True))
         if getattr(accelerator, "scaler", None) is not None and (folder / SCALER_FILE).is_file():
             accelerator.scaler.load_state_dict(torch.load(folder / SCALER_FILE, map_location="cpu", weights_only=True))
-        state.load_state_dict(saved_state)
-        _set_rng_state(accelerator, rng_state)
+        objects.state.load_state_dict(saved_state)
+        set_rng_state(accelerator, saved_random)
 
 
-# Processes, random states, stored weights
+# Processes, stored weights
 
 
 def _check_weight_decay(saved: dict, optimizer, folder: Path) -> None:
@@ -364,36 +378,3 @@ def _storable(weights: dict[str, torch.Tensor], tied: set[str]) -> dict[str, tor
 
 def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
     return (a.data_ptr(), a.shape, a.stride(), a.dtype) == (b.data_ptr(), b.shape, b.stride(), b.dtype)
-
-
-def _rng_state(accelerator) -> dict:
-    """This process's random states as JSON values."""
-    import numpy as np
-
-    version, internal, gauss = random.getstate()
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [version, list(internal), gauss],
-        "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state().tolist(),
-        "accelerate_step": int(getattr(accelerator, "step", 0)),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(accelerator, state: dict) -> None:
-    import numpy as np
-
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if state.get("cuda") and torch.cuda.is_available():
-        devices = min(len(state["cuda"]), torch.cuda.device_count())
-        for device, saved in enumerate(state["cuda"][:devices]):
-            torch.cuda.set_rng_state(torch.tensor(saved, dtype=torch.uint8), device)
-    if hasattr(accelerator, "step"):
-        accelerator.step = state.get("accelerate_step", 0)

@@ -2,8 +2,9 @@
 
 A run's minutes count this process's time and that of the runs it resumed (`TrainState.elapsed_seconds`, saved
 with each checkpoint). One process reads its own clock. Several processes read the largest of their clocks, agreed
-on every AGREE_EVERY updates (`Clock.agree`), so that all stop, save and set the rate at the same update: clocks
-read apart would leave one process waiting for the others' gradients, or give the replicas different rates.
+on every AGREE_EVERY updates (the loop calls `Clock.agree`), so that all stop, save and set the rate at the same
+update: clocks read apart would leave one process waiting for the others' gradients, or give the replicas
+different rates.
 """
 
 from __future__ import annotations
@@ -55,12 +56,13 @@ class Clock:
         """Whether --save-every-minutes asks for a checkpoint now (never when it is 0)."""
         return bool(every_minutes) and self.budget_minutes() - self.last_save_minutes >= every_minutes
 
+    def agreement_due(self) -> bool:
+        """Whether the processes agree now: several of them, after every AGREE_EVERY-th update."""
+        return self.accelerator.num_processes > 1 and self.state.step % AGREE_EVERY == 0
+
     def agree(self, stop_signal: int | None) -> int | None:
-        """Several processes, after every AGREE_EVERY-th update: agree on the largest of their clocks, and in the same
-        collective (one wait for the device, not two) on any process's stop signal, which is returned. Otherwise
-        nothing is agreed and `stop_signal` is returned as it is."""
-        if self.accelerator.num_processes == 1 or self.state.step % AGREE_EVERY:
-            return stop_signal
+        """Agree with the other processes on the largest of their clocks and, in the same collective (one wait for the
+        device, not two), on a stop signal: returns the one any process got, or None. Every process calls it."""
         mine = torch.tensor([stop_signal or 0, self.minutes()], dtype=torch.float64, device=self.accelerator.device)
         agreed = self.accelerator.reduce(mine, "max").tolist()
         self.agreed_minutes = agreed[1]

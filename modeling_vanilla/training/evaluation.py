@@ -50,17 +50,10 @@ def validation_loss(model, dataset, max_tokens: int, accelerator, collator) -> d
     return {"valid_nll": nll, "valid_ppl": math.exp(min(nll, 50))}
 
 
-def bleu_on_split(model, tokenizer, raw_split, source_lang: str, target_lang: str, accelerator, num_beams: int,
-                  length_penalty: float, limit: int | None = None) -> dict:
-    """BLEU and chrF of beam-search translations of a raw split (its first `limit` pairs), on every process."""
-    pairs = raw_split["translation"][:limit] if limit else raw_split["translation"]
-    return translate_and_score(model, tokenizer, pairs, source_lang, target_lang, accelerator=accelerator,
-                               num_beams=num_beams, length_penalty=length_penalty)
-
-
 def bleu(run: Run, corpus: Corpus, split: str, limit: int | None = None) -> dict:
-    """BLEU and chrF of the run's model on a raw split of its corpus (its first `limit` pairs), with the run's beam
-    search (--num-beams, --length-penalty)."""
-    args = run.args
-    return bleu_on_split(run.model, corpus.tokenizer, corpus.raw[split], args.source_lang, args.target_lang,
-                         run.accelerator, args.num_beams, args.length_penalty, limit)
+    """BLEU and chrF of the run's beam-search translations (--num-beams, --length-penalty) of a raw split of its
+    corpus (its first `limit` pairs), on every process."""
+    args, pairs = run.args, corpus.raw[split]["translation"]
+    return translate_and_score(run.model, corpus.tokenizer, pairs[:limit] if limit else pairs, args.source_lang,
+                               args.target_lang, accelerator=run.accelerator, num_beams=args.num_beams,
+                               length_penalty=args.length_penalty)

@@ -76,7 +76,8 @@ def train(run: Run, corpus: Corpus) -> None:
                 progress.update(1)
                 validate_and_save(run, corpus, progress)
                 free_pages()
-                run.stop_signal = run.clock.agree(run.stop_signal)  # several processes, every AGREE_EVERY updates
+                if run.clock.agreement_due():  # several processes: on the clock and on any stop signal
+                    run.stop_signal = run.clock.agree(run.stop_signal)
                 if run.stop_signal is not None:
                     stop_after_signal(run)
     progress.close()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import CheckpointManager, TrainState
+from .checkpoints import CheckpointManager, TrainingObjects, TrainState
 from .clock import Clock
 from .update_stats import UpdateStats
 
@@ -98,15 +98,14 @@ class Run:
                 or (a.max_epochs is not None and s.epoch >= a.max_epochs)
                 or (a.max_minutes is not None and self.clock.budget_minutes() >= a.max_minutes))
 
-    def training_objects(self) -> dict:
-        """The model, optimizer and schedule, as `CheckpointManager.save` and `load` take them."""
-        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
+    def training_objects(self) -> TrainingObjects:
+        """The model, optimizer, schedule and state, as `CheckpointManager.save` and `load` take them."""
+        return TrainingObjects(self.model, self.optimizer, self.scheduler, self.state)
 
     def save_checkpoint(self, best: bool = False) -> Path:
         """A checkpoint of the run as it stands (see `checkpoints`); with `best`, also kept as checkpoints/best."""
         self.stats.read_back(self.state)  # the state saved counts every update so far
         self.clock.bank()
-        folder = self.checkpoints.save(self.accelerator, self.state.step, state=self.state, best=best,
-                                       **self.training_objects())
+        folder = self.checkpoints.save(self.accelerator, self.state.step, self.training_objects(), best=best)
         self.clock.saved()
         return folder

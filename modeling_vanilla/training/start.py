@@ -183,7 +183,7 @@ def resume(run: Run) -> None:
     if latest is None:
         run.print(f"No complete checkpoint in {run.checkpoints.directory}: starting from the beginning.")
     else:
-        run.checkpoints.load(latest, run.accelerator, state=run.state, **run.training_objects())
+        run.checkpoints.load(latest, run.accelerator, run.training_objects())
         state = run.state
         run.print(f"Resumed from {latest}: step {state.step}, epoch {state.epoch}, batch {state.batch_in_epoch}.")
         run.clock.resumed()  # the same on every process

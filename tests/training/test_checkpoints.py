@@ -20,7 +20,13 @@ import pytest
 import torch
 
 from modeling_vanilla.training.averaging import average_checkpoints, load_averaged_weights
-from modeling_vanilla.training.checkpoints import COMPLETE_MARKER, CheckpointError, CheckpointManager, TrainState
+from modeling_vanilla.training.checkpoints import (
+    COMPLETE_MARKER,
+    CheckpointError,
+    CheckpointManager,
+    TrainingObjects,
+    TrainState,
+)
 from tests.helpers import REPO_ROOT, random_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,8 +52,8 @@ class Training:
     scheduler: object
     state: TrainState
 
-    def objects(self) -> dict:
-        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "state": self.state}
+    def objects(self) -> TrainingObjects:
+        return TrainingObjects(self.model, self.optimizer, self.scheduler, self.state)
 
     def update(self, seed: int) -> float:
         """One optimizer update on a random batch (drawn from its own generator, not the global streams)."""
@@ -120,12 +126,12 @@ def test_save_then_load_restores_weights_optimizer_schedule_random_streams_and_t
     training.state.elapsed_seconds = 12.5
     training.state.history = [{"step": 2, "valid_loss": 4.25, "bleu": 1.5, "split": "valid"}]
     manager = CheckpointManager(tmp_path, keep=None)
-    folder = manager.save(accelerator, 3, **training.objects())
+    folder = manager.save(accelerator, 3, training.objects())
     expected = random_draws()  # the random streams right after the save
 
     fresh = new_training(accelerator, seed=1)
     random.seed(99), np.random.seed(99), torch.manual_seed(99)  # streams elsewhere before the load
-    manager.load(folder, accelerator, **fresh.objects())
+    manager.load(folder, accelerator, fresh.objects())
 
     assert_same_tensors(weights(training), weights(fresh))
     assert_same_tensors(training.optimizer.state_dict(), fresh.optimizer.state_dict())
@@ -142,9 +148,9 @@ def test_a_run_resumes_with_its_own_weight_decay_or_not_at_all(tmp_path, acceler
     """A checkpoint of AdamW resumes AdamW exactly; Adam <-> AdamW, or another decay, is refused before any loading."""
     training = new_training(accelerator, updates=2, weight_decay=0.1)
     manager = CheckpointManager(tmp_path, keep=None)
-    folder = manager.save(accelerator, 2, **training.objects())
+    folder = manager.save(accelerator, 2, training.objects())
     same = new_training(accelerator, seed=1, weight_decay=0.1)
-    manager.load(folder, accelerator, **same.objects())
+    manager.load(folder, accelerator, same.objects())
     assert same.update(seed=7) == training.update(seed=7)
     assert_same_tensors(weights(training), weights(same))
 
@@ -153,24 +159,24 @@ def test_a_run_resumes_with_its_own_weight_decay_or_not_at_all(tmp_path, acceler
         untouched = weights(other)
         with pytest.raises(CheckpointError, match=f"trained with --weight-decay 0.1, this run asks for {asked:g}. "
                                                   "Resume with --weight-decay 0.1"):
-            manager.load(folder, accelerator, **other.objects())
+            manager.load(folder, accelerator, other.objects())
         assert_same_tensors(weights(other), untouched)
-    adam_folder = manager.save(accelerator, 3, **new_training(accelerator, updates=1).objects())
+    adam_folder = manager.save(accelerator, 3, new_training(accelerator, updates=1).objects())
     with pytest.raises(CheckpointError, match="trained with --weight-decay 0, this run asks for 0.1"):
-        manager.load(adam_folder, accelerator, **new_training(accelerator, weight_decay=0.1).objects())
+        manager.load(adam_folder, accelerator, new_training(accelerator, weight_decay=0.1).objects())
 
 
 def test_tied_weights_are_stored_once_and_tied_again_after_load(tmp_path, accelerator):
     from safetensors import safe_open
 
     training = new_training(accelerator, updates=1)
-    folder = CheckpointManager(tmp_path).save(accelerator, 1, **training.objects())
+    folder = CheckpointManager(tmp_path).save(accelerator, 1, training.objects())
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         stored = set(f.keys())
     assert "model.shared.weight" in stored
     assert not {"lm_head.weight", "model.decoder.embed_tokens.weight", "model.encoder.embed_tokens.weight"} & stored
     fresh = new_training(accelerator, seed=1)
-    CheckpointManager(tmp_path).load(folder, accelerator, **fresh.objects())
+    CheckpointManager(tmp_path).load(folder, accelerator, fresh.objects())
     model = accelerator.unwrap_model(fresh.model)
     assert model.lm_head.weight is model.model.encoder.embed_tokens.weight is model.model.shared.weight
     assert torch.equal(model.lm_head.weight, accelerator.unwrap_model(training.model).lm_head.weight)
@@ -201,14 +207,14 @@ def test_no_pickle_is_written_and_a_planted_pickle_is_refused_without_running(tm
     training = new_training(accelerator, updates=1)
     messages = []
     manager = CheckpointManager(tmp_path / "checkpoints", log=messages.append)
-    folder = manager.save(accelerator, 1, **training.objects())
+    folder = manager.save(accelerator, 1, training.objects())
     assert {p.name for p in folder.rglob("*")} == FILES
     assert not list(tmp_path.rglob("*.pkl"))
 
     ran = tmp_path / "the-pickle-ran"
     (folder / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_WritesAFile(ran)))
     with pytest.raises(CheckpointError, match="custom_checkpoint_0.pkl, a pickle"):
-        manager.load(folder, accelerator, **new_training(accelerator, seed=1).objects())
+        manager.load(folder, accelerator, new_training(accelerator, seed=1).objects())
     assert manager.latest() is None
     assert any("step-0000001" in m and "custom_checkpoint_0.pkl" in m for m in messages)
     assert not ran.exists()
@@ -218,7 +224,7 @@ def test_no_pickle_is_written_and_a_planted_pickle_is_refused_without_running(tm
     marker["files"]["custom_checkpoint_0.pkl"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (folder / COMPLETE_MARKER).write_text(json.dumps(marker))
     with pytest.raises(CheckpointError, match="a pickle"):
-        manager.load(folder, accelerator, **new_training(accelerator, seed=1).objects())
+        manager.load(folder, accelerator, new_training(accelerator, seed=1).objects())
     assert not ran.exists()
     pickle.loads(data)  # the planted file was a real threat
     assert ran.exists()
@@ -227,17 +233,17 @@ def test_no_pickle_is_written_and_a_planted_pickle_is_refused_without_running(tm
 def test_a_file_not_listed_in_the_marker_is_refused(tmp_path, accelerator):
     training = new_training(accelerator)
     manager = CheckpointManager(tmp_path)
-    folder = manager.save(accelerator, 1, **training.objects())
+    folder = manager.save(accelerator, 1, training.objects())
     (folder / "random_states_0.bin").write_bytes(b"not ours")
     with pytest.raises(CheckpointError, match="random_states_0.bin is not listed in its marker"):
-        manager.load(folder, accelerator, **training.objects())
+        manager.load(folder, accelerator, training.objects())
 
 
 # Integrity
 
 
 def test_the_marker_records_the_size_and_sha256_of_every_file(tmp_path, accelerator):
-    folder = CheckpointManager(tmp_path).save(accelerator, 2, **new_training(accelerator, updates=2).objects())
+    folder = CheckpointManager(tmp_path).save(accelerator, 2, new_training(accelerator, updates=2).objects())
     marker = json.loads((folder / COMPLETE_MARKER).read_text())
     assert marker["step"] == 2 and marker["processes"] == 1
     assert set(marker["files"]) == FILES - {COMPLETE_MARKER}
@@ -252,9 +258,9 @@ def test_a_same_size_corruption_is_skipped_by_latest_naming_the_file_and_refused
     training = new_training(accelerator, updates=1)
     messages = []
     manager = CheckpointManager(tmp_path, keep=None, log=messages.append)
-    manager.save(accelerator, 4, **training.objects())
+    manager.save(accelerator, 4, training.objects())
     training.update(seed=5)
-    broken = manager.save(accelerator, 8, **training.objects())
+    broken = manager.save(accelerator, 8, training.objects())
     assert manager.latest() == broken  # hashed once here; the cache must see the change below
 
     corrupt_keeping_size(broken / "model.safetensors")
@@ -263,7 +269,7 @@ def test_a_same_size_corruption_is_skipped_by_latest_naming_the_file_and_refused
     assert f"Skipping checkpoint {broken}: model.safetensors does not match its sha256 in the marker." in messages
     assert manager.complete() == [manager.path(4)]
     with pytest.raises(CheckpointError, match="step-0000008: model.safetensors does not match its sha256"):
-        manager.load(broken, accelerator, **new_training(accelerator, seed=1).objects())
+        manager.load(broken, accelerator, new_training(accelerator, seed=1).objects())
     with pytest.raises(ValueError, match="model.safetensors does not match its sha256"):
         average_checkpoints([manager.path(4), broken])
 
@@ -271,7 +277,7 @@ def test_a_same_size_corruption_is_skipped_by_latest_naming_the_file_and_refused
 def test_a_checkpoint_of_the_earlier_format_is_skipped_as_such(tmp_path, accelerator):
     messages = []
     manager = CheckpointManager(tmp_path, log=messages.append)
-    folder = manager.save(accelerator, 1, **new_training(accelerator).objects())
+    folder = manager.save(accelerator, 1, new_training(accelerator).objects())
     marker = json.loads((folder / COMPLETE_MARKER).read_text())
     marker["files"] = {name: entry["size"] for name, entry in marker["files"].items()}  # sizes only, as before
     (folder / COMPLETE_MARKER).write_text(json.dumps(marker))
@@ -285,7 +291,7 @@ def test_stale_temporary_folders_are_removed_at_save_and_at_resume(tmp_path, acc
     manager = CheckpointManager(tmp_path, log=messages.append)
     (tmp_path / ".tmp-step-0000004").mkdir()
     (tmp_path / ".tmp-step-0000004" / "model.safetensors").write_bytes(b"half")
-    manager.save(accelerator, 5, **training.objects())
+    manager.save(accelerator, 5, training.objects())
     assert not (tmp_path / ".tmp-step-0000004").exists()
     assert any(".tmp-step-0000004" in m and "Removing" in m for m in messages)
 
@@ -300,14 +306,14 @@ def test_a_failed_write_raises_removes_its_temporary_folder_and_keeps_earlier_ch
                                                                                             monkeypatch):
     training = new_training(accelerator)
     manager = CheckpointManager(tmp_path, keep=1)
-    manager.save(accelerator, 1, **training.objects())
+    manager.save(accelerator, 1, training.objects())
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(CheckpointError, match="step-0000002 failed.*No space left on device"):
-        manager.save(accelerator, 2, **training.objects())
+        manager.save(accelerator, 2, training.objects())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000001"]
     assert manager.latest() == manager.path(1)
 
@@ -317,10 +323,10 @@ def test_checkpoints_are_ordered_by_step_number_past_9999999(tmp_path, accelerat
     manager = CheckpointManager(tmp_path, keep=None)
     assert manager.path(5).name == "step-0000005"
     for step in (10_000_000, 9_999_999, 2):
-        manager.save(accelerator, step, **training.objects())
+        manager.save(accelerator, step, training.objects())
     assert [p.name for p in manager.complete()] == ["step-0000002", "step-9999999", "step-10000000"]
     assert manager.latest().name == "step-10000000"
-    CheckpointManager(tmp_path, keep=1).save(accelerator, 10_000_001, **training.objects())  # prunes the older ones
+    CheckpointManager(tmp_path, keep=1).save(accelerator, 10_000_001, training.objects())  # prunes the older ones
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-10000001"]
 
 
@@ -333,7 +339,7 @@ def test_keep_2_prunes_older_checkpoints_and_best_survives_pruning(tmp_path, acc
     best_weights = None
     for step in (1, 2, 3, 4):
         training.update(seed=step)
-        manager.save(accelerator, step, **training.objects(), best=step == 2)
+        manager.save(accelerator, step, training.objects(), best=step == 2)
         if step == 2:
             best_weights = weights(training)
     assert [p.name for p in manager.complete()] == ["step-0000003", "step-0000004"]
@@ -343,11 +349,11 @@ def test_keep_2_prunes_older_checkpoints_and_best_survives_pruning(tmp_path, acc
     assert manager.latest().name == "step-0000004"
 
     fresh = new_training(accelerator, seed=1)
-    manager.load(manager.best(), accelerator, **fresh.objects())
+    manager.load(manager.best(), accelerator, fresh.objects())
     assert fresh.state.step == 2
     assert_same_tensors(weights(fresh), best_weights)
 
-    manager.save(accelerator, 5, **training.objects(), best=True)  # a new best replaces the old one
+    manager.save(accelerator, 5, training.objects(), best=True)  # a new best replaces the old one
     assert json.loads((tmp_path / "best" / COMPLETE_MARKER).read_text())["step"] == 5
     assert [p.name for p in manager.complete()] == ["step-0000004", "step-0000005"]
 
@@ -356,9 +362,9 @@ def test_no_best_until_one_is_saved_and_a_broken_best_is_reported(tmp_path, acce
     messages = []
     manager = CheckpointManager(tmp_path, log=messages.append)
     training = new_training(accelerator)
-    manager.save(accelerator, 1, **training.objects())
+    manager.save(accelerator, 1, training.objects())
     assert manager.best() is None
-    manager.save(accelerator, 2, **training.objects(), best=True)
+    manager.save(accelerator, 2, training.objects(), best=True)
     corrupt_keeping_size(tmp_path / "best" / "optimizer.pt")
     assert manager.best() is None
     assert any("best" in m and "optimizer.pt does not match its sha256" in m for m in messages)
@@ -379,7 +385,7 @@ def test_averaging_takes_the_mean_of_new_checkpoints_and_of_saved_model_folders(
     saved = []
     for step in (1, 2, 3):
         training.update(seed=step)
-        manager.save(accelerator, step, **training.objects())
+        manager.save(accelerator, step, training.objects())
         saved.append(weights(training))
     averaged = average_checkpoints(manager.complete())
     for name, tensor in averaged.items():
@@ -413,10 +419,10 @@ rank, directory = accelerator.process_index, Path(sys.argv[1])
 training = new_training(accelerator, updates=2)
 torch.manual_seed(10 + rank), random.seed(10 + rank), np.random.seed(10 + rank)  # each process its own streams
 manager = checkpoints.CheckpointManager(directory)
-folder = manager.save(accelerator, 2, **training.objects())
+folder = manager.save(accelerator, 2, training.objects())
 expected = random_draws()
 fresh = new_training(accelerator, seed=1)
-manager.load(folder, accelerator, **fresh.objects())
+manager.load(folder, accelerator, fresh.objects())
 drawn = random_draws()
 result = {"same_draws": bool(torch.equal(drawn[0], expected[0])) and drawn[1:] == expected[1:],
           "draw": drawn[1], "same_weights": all(torch.equal(a, b) for a, b in
@@ -426,7 +432,7 @@ if rank == 1:  # a full disk in the second process only
         raise OSError(28, "No space left on device")
     checkpoints.write_text = disk_full
 try:
-    manager.save(accelerator, 3, **training.objects())
+    manager.save(accelerator, 3, training.objects())
 except checkpoints.CheckpointError as error:
     result["error"] = str(error)
 (directory.parent / f"result_{rank}.json").write_text(json.dumps(result))  # not stdout: two processes interleave

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from modeling_vanilla.data.toy_corpus import write_toy_corpus
 from modeling_vanilla.training.averaging import average_checkpoints
-from modeling_vanilla.training.checkpoints import COMPLETE_MARKER, CheckpointManager, TrainState
+from modeling_vanilla.training.checkpoints import COMPLETE_MARKER, CheckpointManager, TrainingObjects, TrainState
 from modeling_vanilla.training.optimization import (
     build_optimizer,
     build_scheduler,
@@ -110,7 +110,7 @@ def tiny_checkpoint_run():
     optimizer = torch.optim.Adam(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    return accelerator, {"model": model, "optimizer": optimizer, "scheduler": scheduler, "state": TrainState()}
+    return accelerator, TrainingObjects(model, optimizer, scheduler, TrainState())
 
 
 def test_checkpoints_keep_the_last_k_and_skip_incomplete_ones(tmp_path):
@@ -118,8 +118,8 @@ def test_checkpoints_keep_the_last_k_and_skip_incomplete_ones(tmp_path):
     messages = []
     manager = CheckpointManager(tmp_path, keep=2, log=messages.append)
     for step in (1, 2, 3):
-        objects["state"].step = step
-        manager.save(accelerator, step, **objects)
+        objects.state.step = step
+        manager.save(accelerator, step, objects)
     assert [p.name for p in manager.complete()] == ["step-0000002", "step-0000003"]
     assert manager.latest().name == "step-0000003"
 
@@ -143,9 +143,9 @@ def test_average_checkpoints_is_the_elementwise_mean(tmp_path):
     manager = CheckpointManager(tmp_path, keep=None)
     for step, value in ((1, 1.0), (2, 2.0), (3, 6.0)):
         with torch.no_grad():
-            for parameter in objects["model"].parameters():
+            for parameter in objects.model.parameters():
                 parameter.fill_(value)
-        manager.save(accelerator, step, **objects)
+        manager.save(accelerator, step, objects)
     averaged = average_checkpoints(manager.complete())
     torch.testing.assert_close(averaged["weight"], torch.full((2, 2), 3.0))
     torch.testing.assert_close(averaged["bias"], torch.full((2,), 3.0))
