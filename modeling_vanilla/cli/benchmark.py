@@ -532,8 +532,8 @@ def loop(args: argparse.Namespace) -> dict:
 
 def run_training_loop(args: argparse.Namespace, out: Path) -> tuple[dict, list[dict]]:
     """vanilla-train as a user runs it; returns its summary and its metric lines, each with its updates."""
+    from ..training.loop import main as train
     from ..training.options import parse_train_args
-    from ..training.trainer import main as train
 
     data = Path(args.data)
     argv = ["--source-lang", args.source_lang, "--target-lang", args.target_lang, "--train-files", str(data / "train"),

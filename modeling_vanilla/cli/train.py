@@ -16,8 +16,8 @@
 
 from __future__ import annotations
 
+from ..training.loop import main as train
 from ..training.options import parse_train_args
-from ..training.trainer import main as train
 from ..utils.hardware import gpu_available, preload_allocator
 
 
