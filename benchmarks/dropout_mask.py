@@ -2,26 +2,40 @@
 `torch.rand` number per element) and PyTorch's `nn.functional.dropout`, forward and backward on the recipe's shapes,
 then whole bf16 training steps of the `--recipe multi30k` model with the two masks, alternating.
 
-    python benchmarks/dropout_mask.py [--rounds 3]
+    python benchmarks/dropout_mask.py --rounds 3  # or: vanilla-benchmark dropout-mask --rounds 3
 
 Prints the machine line (AMX or not) and ratios measured in the same run; the machine is shared, so read ratios.
 """
 
+from __future__ import annotations
+
 import argparse
 import statistics
+import sys
+from pathlib import Path
 
-import torch
-from torch import nn
+if not __package__:  # run as a file (python benchmarks/dropout_mask.py): this folder is the package `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration, modeling_vanilla
-from modeling_vanilla.cli.benchmark import time_it
-from modeling_vanilla.training.options import RECIPES, parse_overrides
-from modeling_vanilla.utils.arguments import positive_int
-from modeling_vanilla.utils.hardware import describe_machine
+from benchmarks.common import run_alone, time_it  # noqa: E402
+from modeling_vanilla.utils.arguments import positive_int  # noqa: E402
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=positive_int, default=3,
+                        help="alternating rounds of the whole-step comparison")
+
+
+def run(args: argparse.Namespace) -> None:
+    print()
+    mask_table()
+    step_table(args.rounds)
 
 
 def rand_mask_dropout(hidden_states, p, training):
     """The CPU mask before: one float32 uniform number per element, compared with p."""
+    import torch
+
     if not training or p == 0.0:
         return hidden_states
     keep = torch.rand(hidden_states.shape, dtype=torch.float32) >= p
@@ -33,6 +47,11 @@ def median_ms(run, repeats: int, warmup: int = 3) -> float:
 
 
 def mask_table(p: float = 0.1, repeats: int = 20) -> None:
+    import torch
+    from torch import nn
+
+    from modeling_vanilla import modeling_vanilla
+
     kinds = {"nn.functional.dropout": lambda x: nn.functional.dropout(x, p, True),
              "torch.rand mask": lambda x: rand_mask_dropout(x, p, True),
              "apply_dropout": lambda x: modeling_vanilla.apply_dropout(x, p, True)}
@@ -48,6 +67,11 @@ def mask_table(p: float = 0.1, repeats: int = 20) -> None:
 
 
 def step_table(rounds: int, repeats: int = 10) -> None:
+    import torch
+
+    from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration, modeling_vanilla
+    from modeling_vanilla.training.options import RECIPES, parse_overrides
+
     torch.manual_seed(0)
     recipe = RECIPES["multi30k"]
     vocab_size = recipe["flags"]["vocab_size"]
@@ -81,14 +105,9 @@ def step_table(rounds: int, repeats: int = 10) -> None:
     print(f"| median of {rounds} rounds of {repeats} steps | {cells} |")
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=positive_int, default=3, help="alternating rounds of the whole-step comparison")
-    args = parser.parse_args(argv)
-    print(describe_machine(), "\n")
-    mask_table()
-    step_table(args.rounds)
+def main(argv=None) -> int:
+    return run_alone(__file__, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -4,6 +4,8 @@ then score the snapshots on validation data (after training, so that scoring cos
     python benchmarks/peer_curve.py ../shared/peers/marian_multi30k.py en de runs/peer-en-de --minutes 60 --every 5 \\
         --valid-source ../shared/data/multi30k/val.en --valid-reference ../shared/data/multi30k/val.de
 
+(or `vanilla-benchmark peer-curve ...`, the same.)
+
 The script's own arguments are `SRC TGT OUT --minutes M` (as ../shared/peers/marian_multi30k.py takes them); it must
 train with transformers' `Seq2SeqTrainer`, which this wrapper replaces, for the run, by a subclass that adds one
 callback: every --every minutes since the wrapper started (the peer's own clock starts a moment later), the model and
@@ -24,9 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # modeling_vanilla from a checkout
+if not __package__:  # run as a file (python benchmarks/peer_curve.py): this folder is the package `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling_vanilla.training.curves import write_curve  # noqa: E402
+from benchmarks.common import run_alone  # noqa: E402
 from modeling_vanilla.utils.arguments import (  # noqa: E402
     TextFileError,
     output_file_problem,
@@ -38,8 +41,7 @@ from modeling_vanilla.utils.arguments import (  # noqa: E402
 SNAPSHOT_FILE = "snapshot.json"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("script", type=Path, help="the peer's training script (SRC TGT OUT --minutes M)")
     parser.add_argument("src")
     parser.add_argument("tgt")
@@ -49,8 +51,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--valid-source", type=Path, required=True)
     parser.add_argument("--valid-reference", type=Path, required=True)
     parser.add_argument("--curve", type=Path, help="default: OUT-snapshots/val_curve.jsonl")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="sentences per generate() call when scoring")
-    args = parser.parse_args(argv)
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="sentences per generate() call when scoring")
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Everything that would fail after the hour of training fails now; sets `args.snapshots`, `args.sources`,
+    `args.references` and `args.curve`."""
     if not args.script.is_file():
         parser.error(f"{args.script} is not a file.")
     if args.curve is not None and (problem := output_file_problem("--curve", args.curve)):
@@ -66,6 +73,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     if len(args.sources) != len(args.references):
         parser.error(f"{args.valid_source} and {args.valid_reference} are not line-aligned.")
     args.curve = args.curve or args.snapshots / "val_curve.jsonl"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     return args
 
 
@@ -139,14 +153,18 @@ def score_points(args: argparse.Namespace, points: list[tuple[Path, dict]]) -> l
     return records
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> None:
+    from modeling_vanilla.training.curves import write_curve
+
     args.snapshots.mkdir(parents=True)
     points = train_with_snapshots(args)
     write_curve(score_points(args, points), args.curve)
     print(f"wrote {args.curve}")
-    return 0
+
+
+def main(argv=None) -> int:
+    return run_alone(__file__, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

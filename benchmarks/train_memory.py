@@ -17,14 +17,15 @@ import argparse
 import ctypes
 import gc
 import json
+import sys
 import time
 from pathlib import Path
 
-import torch
+if not __package__:  # run as a file (python benchmarks/train_memory.py): this folder is the package `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling_vanilla.cli.benchmark import status_kib
-from modeling_vanilla.cli.train import main as train
-from modeling_vanilla.utils import hardware
+from benchmarks.common import run_alone, status_kib  # noqa: E402
+from modeling_vanilla.utils.arguments import non_negative_float  # noqa: E402
 
 COUNTERS = ("allocated", "active", "resident")
 
@@ -44,6 +45,8 @@ def jemalloc_mib(mallctl, name: str) -> int:
 
 def reachable_tensors() -> tuple[int, int]:
     """CPU tensors Python can reach, and the MiB of their distinct storages."""
+    import torch
+
     storages, count = {}, 0
     for obj in gc.get_objects():
         if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
@@ -62,6 +65,8 @@ def reading(mallctl) -> dict:
 def log_each_purge(log_path: Path, records: list, every_s: float | None = None) -> None:
     """Wrap `FreePages.__call__` so that each purge is read before and after and logged; `every_s` replaces its
     period (hardware.FREE_PAGES_EVERY_S)."""
+    from modeling_vanilla.utils import hardware
+
     purge, init, start = hardware.FreePages.__call__, hardware.FreePages.__init__, time.monotonic()
     if every_s is not None:
         hardware.FreePages.__init__ = lambda self: init(self, every_s)
@@ -98,25 +103,37 @@ def table(records: list) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", type=Path, required=True, help="JSON lines file, one line per purge (appended)")
-    parser.add_argument("--purge-every-s", type=float, default=None,
-                        help=f"purge (and log) this often instead of every {hardware.FREE_PAGES_EVERY_S:g} s: a "
+    parser.add_argument("--purge-every-s", type=non_negative_float, default=None,
+                        help="purge (and log) this often instead of every minute (hardware.FREE_PAGES_EVERY_S): a "
                              "different run from vanilla-train's, for checking this script on a short run")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then vanilla-train's arguments")
-    args = parser.parse_args(argv)
-    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from modeling_vanilla.utils import hardware
+
     if hardware.jemalloc_mallctl() is None:
         parser.error("this process does not run on jemalloc, so there is nothing to read: start it with "
                      f"LD_PRELOAD=<path of libjemalloc.so.2> MALLOC_CONF={hardware.JEMALLOC_CONF} (the settings "
                      "vanilla-train restarts itself with)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from modeling_vanilla.cli.train import main as train
+    from modeling_vanilla.utils.hardware import describe_machine
+
+    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     records = []
     log_each_purge(args.log, records, args.purge_every_s)
     train(train_args)  # given argv, vanilla-train does not restart itself: the process stays the one measured
-    print(f"{hardware.describe_machine()}; {len(records)} purges logged to {args.log}")
+    print(f"{describe_machine()}; {len(records)} purges logged to {args.log}")
     print(table(records) if records else "No purge happened (a run shorter than a minute).")
-    return 0
+
+
+def main(argv=None) -> int:
+    return run_alone(__file__, argv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Benchmarks (speed against MarianMT, activation checkpointing), from a checkout: the same command as the installed
-`vanilla-benchmark` (see modeling_vanilla/cli/benchmark.py and docs/benchmarks.md; `--help` for the options)."""
+"""The benchmarks of benchmarks/ (one module each: speed, loop, loss, serve, checkpointing, ...), from a checkout: the
+same command as the installed `vanilla-benchmark` (docs/benchmarks.md; `--help` for the list and the options)."""
 
 from modeling_vanilla.cli.benchmark import main
 

@@ -19,6 +19,7 @@ import torch
 from datasets import DatasetDict, IterableDatasetDict
 from torch.utils.data import DataLoader
 
+from benchmarks import checkpointing, speed
 from modeling_vanilla.cli import benchmark, data_report, make_toy_data
 from modeling_vanilla.data.batching import TokenBatchSampler, TranslationCollator, pair_lengths
 from modeling_vanilla.data.corpus import TranslationDataError, iter_sentences, load_corpus, load_translation_dataset
@@ -786,7 +787,7 @@ def test_benchmark_header_names_the_machine_and_checkpointing_table_has_ratios_t
 
     measured = {False: {"activation_mib": 100.0, "peak_mib": 900.0, "seconds": 2.0},
                 True: {"activation_mib": 40.0, "peak_mib": 850.0, "seconds": 3.0}}
-    monkeypatch.setattr(benchmark, "run_isolated", lambda target, *args: measured[args[-1]])
+    monkeypatch.setattr(checkpointing, "run_isolated", lambda target, *args: measured[args[-1]])
     assert benchmark.main(["checkpointing", "--preset", "tiny", "--json", str(tmp_path / "b.json")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"vanilla-benchmark checkpointing on {describe_machine()}")
@@ -811,7 +812,7 @@ def test_benchmark_speed_table_gives_every_row_its_ratio_to_marian_from_the_same
             }
             for kind in ("generate beam4", "generate beam1"):
                 rows[f"{kind} {name} {precision}"] = {"tokens_per_s": value / 2}
-    benchmark.print_speed_table("base", rows)
+    speed.print_speed_table("base", rows)
     lines = capsys.readouterr().out.splitlines()
     table = [line for line in lines if line.startswith("| ") and "measurement" not in line and "---" not in line]
     assert len(table) == 10  # 3 kinds x 2 precisions, peak memory and MFU x 2 precisions
@@ -824,7 +825,7 @@ def test_benchmark_speed_table_gives_every_row_its_ratio_to_marian_from_the_same
     # With compiled steps: their row, and "best" takes them into account (MarianMT's eager best stays apart).
     rows["train ours bf16 compiled"] = {"target_tokens_per_s": 900.0}
     rows["train marian bf16 compiled"] = {"target_tokens_per_s": 1000.0}
-    benchmark.print_speed_table("base", rows)
+    speed.print_speed_table("base", rows)
     lines = capsys.readouterr().out.splitlines()
     assert "| train bf16 compiled tokens/s | 900 | 1000 | 0.90x |" in lines
     assert lines[-1].startswith("ours best / MarianMT best: 0.90x; ours best / MarianMT best eager: 1.20x;")

@@ -61,7 +61,7 @@ def test_ours_to_marian_to_ours_gives_the_same_logits_and_beams():
 
 @torch.no_grad()
 def test_a_marian_model_imports_as_ours_with_the_same_logits():
-    from modeling_vanilla.cli.benchmark import marian_like
+    from benchmarks.models import marian_like
 
     torch.manual_seed(2)
     config = VanillaTransformerConfig.tiny(vocab_size=60)

@@ -157,7 +157,8 @@ def test_a_cpu_run_restarts_itself_on_jemalloc(toy_data, tmp_path):  # noqa: F81
 
 FREE_PAGES_CODE = """
 import torch
-from modeling_vanilla.cli.benchmark import status_kib
+from modeling_vanilla.cli.benchmark import load_benchmarks
+status_kib = load_benchmarks("common").status_kib
 from modeling_vanilla.utils.hardware import FreePages
 
 def rss_mib():
