@@ -132,6 +132,13 @@ def bad_numbers(tmp: Path) -> list[tuple[str, list[str], str, str]]:
           for flag in ("--sentences", "--num-beams")],
         ("benchmark", ["checkpointing", "--preset", "tiny"], "--batch-size", "0"),
         ("benchmark", ["checkpointing", "--preset", "tiny"], "--length", "0"),
+        ("benchmark", ["dropout-mask"], "--rounds", "0"),
+        ("benchmark", ["train-memory", "--log", str(tmp / "memory.jsonl")], "--purge-every-s", "-1"),
+        *[("benchmark", ["peer-curve", str(tmp / "peer.py"), "en", "de", str(tmp / "out"), "--minutes", "1",
+                         "--valid-source", str(tmp / "val.en"), "--valid-reference", str(tmp / "val.de")], flag, "0")
+          for flag in ("--every", "--batch-size")],
+        ("benchmark", ["peer-curve", str(tmp / "peer.py"), "en", "de", str(tmp / "out"), "--valid-source",
+                       str(tmp / "val.en"), "--valid-reference", str(tmp / "val.de")], "--minutes", "0"),
         ("explain", explain, "--max-items", "0"), ("explain", explain, "--tolerance", "-1"),
         ("visualize_attention", visualize, "--pad-to", "0"), ("visualize_attention", visualize, "--dpi", "0"),
         ("make_figures", ["--out-dir", str(tmp / "figures")], "--dpi", "0"),
