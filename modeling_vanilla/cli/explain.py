@@ -24,11 +24,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-from transformers.utils import logging as hf_logging
-
-from ..inference.model_folder import load_model_and_tokenizer
-from ..insight.explain import explain_decoder_layer, explain_encoder_layer
 from ..utils.arguments import non_negative_float, positive_int
 
 
@@ -53,6 +48,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     """Returns the exit status: 0, 1 for bad input (printed on stderr), 2 when the walk and the forward differ."""
     args = parse_args(argv)
+    import torch  # after parsing: --help and a bad option need neither torch nor transformers
+    from transformers.utils import logging as hf_logging
+
+    from ..inference.model_folder import load_model_and_tokenizer
+    from ..insight.explain import explain_decoder_layer, explain_encoder_layer
+
     hf_logging.disable_progress_bar()  # no "Loading weights" bar above the output
     try:
         # float32 whatever the saved dtype, so that the walk matches the forward to float32 rounding.

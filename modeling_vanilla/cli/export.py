@@ -8,8 +8,8 @@ MarianMTModel folder as ours (for fine-tuning and the attention tools).
 
 Options without an exact equivalent on the other side (pre-norm, d_k != d_model / h, learned positions, untied
 embeddings; Marian's non-ReLU activations, attention biases; d_k or d_v != d_model / h for CTranslate2) are
-refused by name. modeling_vanilla/publish/export.py and modeling_vanilla/publish/serving.py say how. CTranslate2 needs the
-`serve` extra: pip install "vanilla-transformer[serve]".
+refused by name. modeling_vanilla/publish/export.py and modeling_vanilla/publish/serving.py say how. CTranslate2
+needs the `serve` extra: pip install "vanilla-transformer[serve]".
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..publish.export import export_folder
-from ..publish.serving import QUANTIZATIONS
-from ..publish.serving import export_folder as ctranslate2_folder
+from ..publish.ctranslate2_types import QUANTIZATIONS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from ..publish.export import export_folder  # after parsing: --help needs neither torch nor transformers
+    from ..publish.serving import export_folder as ctranslate2_folder
+
     direction = f"to-{args.to}" if args.to else "from-marian"
     try:
         if direction == "to-ctranslate2":

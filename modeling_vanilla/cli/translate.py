@@ -32,9 +32,7 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 
-from ..inference.model_folder import load_model_and_tokenizer
-from ..inference.translation import one_line, translate
-from ..publish.serving import COMPUTE_TYPES
+from ..publish.ctranslate2_types import COMPUTE_TYPES
 from ..utils.arguments import TextFileError, output_file_problem, positive_int, read_lines, replacing, same_file
 
 
@@ -86,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def translate_lines(translate_batch, lines: Iterable[str], batch_size: int) -> Iterator[str]:
     """Translations of `lines` (without their line ends), in order, one line each, a batch at a time.
     `translate_batch(sentences, batch_size=...)` gives the translations of a list of sentences."""
+    from ..inference.translation import one_line
+
     lines = iter(lines)
     while batch := list(islice(lines, batch_size)):
         for text in translate_batch(batch, batch_size=batch_size):
@@ -93,9 +93,9 @@ def translate_lines(translate_batch, lines: Iterable[str], batch_size: int) -> I
 
 
 def main(argv=None) -> int:
-    import torch
-
     args = parse_args(argv)
+    import torch  # after parsing: --help and a bad option need neither torch nor transformers
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     generate_kwargs = {
         name: value for name, value in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens))
@@ -109,9 +109,12 @@ def main(argv=None) -> int:
                                                device_index=int(device.split(":")[1]) if ":" in device else 0)
             translate_batch = partial(translator.translate, **generate_kwargs)
         else:
+            from ..inference import translation
+            from ..inference.model_folder import load_model_and_tokenizer
+
             model, tokenizer = load_model_and_tokenizer(args.model)
             model.to(device)
-            translate_batch = partial(translate, model, tokenizer, **generate_kwargs)
+            translate_batch = partial(translation.translate, model, tokenizer, **generate_kwargs)
     except (FileNotFoundError, ValueError, ImportError) as error:  # no such model; a tokenizer not the model's
         raise SystemExit(f"vanilla-translate: error: {error}") from None
     if args.input is not None:

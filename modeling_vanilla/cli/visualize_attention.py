@@ -26,17 +26,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-from transformers.utils import logging as hf_logging
-
-from ..inference.model_folder import load_model_and_tokenizer
-from ..insight.attention_maps import (
-    check_index,
-    encode_pair,
-    extract_attention,
-    save_attention_plots,
-    write_bertviz_html,
-)
 from ..utils.arguments import positive_int
 
 
@@ -57,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_indices(config, layers: list[int] | None, head: int | None) -> None:
     """Check the layer and head indices against the config, before translating (the slow part on a large model)."""
+    from ..insight.attention_maps import check_index
+
     for stack, count in (("the encoder", config.num_encoder_layers), ("the decoder", config.num_decoder_layers)):
         for layer in layers or []:
             check_index(layer, count, "layer", stack)
@@ -67,6 +58,12 @@ def check_indices(config, layers: list[int] | None, head: int | None) -> None:
 def main(argv=None) -> int:
     """Returns the exit status: 0, or 1 for bad input (printed on stderr)."""
     args = parse_args(argv)
+    import torch  # after parsing: --help and a bad option need neither torch nor transformers
+    from transformers.utils import logging as hf_logging
+
+    from ..inference.model_folder import load_model_and_tokenizer
+    from ..insight.attention_maps import encode_pair, extract_attention, save_attention_plots, write_bertviz_html
+
     hf_logging.disable_progress_bar()  # no "Loading weights" bar above the output
     try:
         model, tokenizer = load_model_and_tokenizer(args.model, dtype=torch.float32, vanilla_only=True)

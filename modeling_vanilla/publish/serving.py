@@ -30,10 +30,9 @@ import torch
 
 from ..inference.translation import length_sorted_batches
 from ..modeling_vanilla import MAX_OUTPUT_LENGTH_OFFSET
+from .ctranslate2_types import COMPUTE_TYPES, QUANTIZATIONS
 from .export import ExportError
 
-QUANTIZATIONS = ("int8", "int8_float32", "float16", "bfloat16")  # what `--quantization` offers
-COMPUTE_TYPES = ("default", "float32", "int8", "int8_float32", "float16", "bfloat16", "int8_float16", "int8_bfloat16")
 GENERATION_CONFIG = "generation_config.json"
 SERVE_INSTALL = 'pip install "vanilla-transformer[serve]" (or pip install ctranslate2)'
 

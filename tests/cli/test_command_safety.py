@@ -393,7 +393,7 @@ def test_translate_failing_midway_leaves_the_output_as_it_was_and_no_temporary_f
             raise RuntimeError("out of memory in the second batch")
         return ["Übersetzung"] * len(sentences)
 
-    monkeypatch.setattr(module, "translate", translate_then_fail)
+    monkeypatch.setattr("modeling_vanilla.inference.translation.translate", translate_then_fail)
     (tmp_path / "input.en").write_text("A man rides a bike.\nTwo dogs run.\n")
     (tmp_path / "out.de").write_text("earlier translations\n")
     files = ["--input", str(tmp_path / "input.en"), "--output", str(tmp_path / "out.de"), "--batch-size", "1"]
@@ -403,7 +403,8 @@ def test_translate_failing_midway_leaves_the_output_as_it_was_and_no_temporary_f
     assert sorted(path.name for path in tmp_path.iterdir()) == ["input.en", "out.de"]
 
     batches.clear()
-    monkeypatch.setattr(module, "translate", lambda model, tokenizer, sentences, **kwargs: ["Übersetzung"])
+    monkeypatch.setattr("modeling_vanilla.inference.translation.translate",
+                        lambda model, tokenizer, sentences, **kwargs: ["Übersetzung"])
     assert module.main([str(model_dir), *files]) == 0  # a complete run replaces it
     assert (tmp_path / "out.de").read_text(encoding="utf-8") == "Übersetzung\nÜbersetzung\n"
 
