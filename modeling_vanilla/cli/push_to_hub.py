@@ -34,24 +34,19 @@ are kept.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
+from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
-from ..inference.model_folder import check_model_folder
 from ..publish.model_card import (
     ModelCardError,
     card_metadata,
-    check_model_card,
     describe_architecture,
     metadata_problems,
-    redact_local_paths,
     write_model_card,
 )
 from ..utils.arguments import number_in_range
 
-CODE_FILES = ("configuration_vanilla.py", "modeling_vanilla.py", "pipeline_translation.py")
 __all__ = ["ModelCardError", "card_metadata", "metadata_problems", "main", "run"]
 
 
@@ -96,125 +91,29 @@ def command_line_card(args: argparse.Namespace, config) -> str:
     )
 
 
-def check_upload_folder(folder: Path) -> None:
-    """The files the Hub repository needs are all there (weights as safetensors, code, tokenizer, card)."""
-    missing = [name for name in ("config.json", "generation_config.json", "README.md", *CODE_FILES)
-               if not (folder / name).is_file()]
-    if not any(folder.glob("*.safetensors")):
-        missing.append("model.safetensors")
-    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
-        missing.append("tokenizer.json")
-    if missing:
-        raise FileNotFoundError(f"the folder to upload, {folder}, lacks {', '.join(missing)}.")
-    config = json.loads((folder / "config.json").read_text())
-    for key in ("auto_map", "custom_pipelines"):
-        if not config.get(key):
-            raise ValueError(
-                f"{folder / 'config.json'} has no {key!r}: save the model with this package's save_pretrained."
-            )
-
-
-def write_upload_folder(args: argparse.Namespace, folder: Path) -> Path:
-    """Write into `folder` exactly what is uploaded; the model card is checked before anything is written, and
-    uploaded with its local file paths cut to their last part."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    import modeling_vanilla  # noqa: F401  registers the model with the Auto classes
-
-    model_dir = check_model_folder(args.model_dir)
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    card_path = model_dir / "README.md"
-    if card_path.is_file():
-        card = card_path.read_text(encoding="utf-8")
-        check_model_card(card, str(card_path))
-    else:
-        card = command_line_card(args, model.config)
-        check_model_card(card, "filled in from the model_card.md template")
-
-    card, replaced = redact_local_paths(card)
-    for path, last in replaced:
-        print(f"model card: local path {path!r} uploaded as {last!r}")
-    check_model_card(card, "with its local paths cut to their last part")
-
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)  # safetensors weights, config.json, generation_config.json, model and pipeline code
-    tokenizer.save_pretrained(folder)
-    (folder / "README.md").write_text(card, encoding="utf-8")
-    check_upload_folder(folder)
-    return folder
-
-
-def existing_repository(api, repo_id: str):
-    """The Hub's information on the model repository `repo_id` (its `private` field among it), or None if there is
-    none (or none this token can see)."""
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
-        return api.repo_info(repo_id, repo_type="model")
-    except GatedRepoError:  # it exists; this token may not read it
-        return SimpleNamespace(private=None)
-    except RepositoryNotFoundError:
-        return None
-
-
-def check_destination(args: argparse.Namespace, existing) -> None:
-    """Refuse, with a FileExistsError saying what to do, to push into an existing repository without --update, or
-    into a public one when --private was asked for."""
-    if existing is None:
-        return
-    visibility = {True: "private", False: "public"}.get(getattr(existing, "private", None), "of unknown visibility")
-    if not args.update:
-        raise FileExistsError(
-            f"the Hub repository {args.repo_id} already exists ({visibility}): not pushing over it. Pass --update to "
-            "add a new commit to it (files of the same name are replaced), or choose another --repo-id."
-        )
-    if args.private and getattr(existing, "private", None) is not True:
-        raise FileExistsError(
-            f"--private: the Hub repository {args.repo_id} already exists and is {visibility}; --private does not "
-            f"change an existing repository. Make it private first (https://huggingface.co/{args.repo_id}/settings), "
-            "then run this again, or drop --private to push into it as it is."
-        )
-
-
-def describe_files(folder: Path) -> str:
-    return ", ".join(f"{path.name} ({path.stat().st_size:,} bytes)" for path in sorted(folder.iterdir()))
-
-
 def run(argv=None):
     """The command, raising its errors (`ModelCardError`, `FileNotFoundError`, `FileExistsError`)."""
     args = parse_args(argv)
+    from ..publish import hub  # after parsing: --help needs neither torch nor transformers
+
+    card = partial(command_line_card, args)
     if args.dry_run is not None:
         if args.dry_run.exists() and any(args.dry_run.iterdir()):
             raise FileExistsError(f"--dry-run folder {args.dry_run} is not empty: give a new or empty folder.")
-        write_upload_folder(args, args.dry_run)
+        hub.write_upload_folder(args.model_dir, args.dry_run, card)
         files = sorted(path.name for path in args.dry_run.iterdir())
         print(f"Dry run: {args.dry_run} holds what would be uploaded to {args.repo_id}: {', '.join(files)}")
         return args.dry_run
     from huggingface_hub import HfApi
 
     api = HfApi(token=args.token)
-    existing = existing_repository(api, args.repo_id)
-    check_destination(args, existing)  # before the model is loaded
+    existing = hub.existing_repository(api, args.repo_id)
+    hub.check_destination(args.repo_id, existing, args.update, args.private)  # before the model is loaded
     with tempfile.TemporaryDirectory(prefix="push_to_hub-") as staging:
-        folder = write_upload_folder(args, Path(staging))
-        files = describe_files(folder)
-        if existing is None:
-            # exist_ok=False: a repository created meanwhile (or one this token cannot see) is an error, not a target.
-            repo = api.create_repo(args.repo_id, private=args.private, exist_ok=False, repo_type="model")
-        else:
-            repo = f"https://huggingface.co/{args.repo_id}"
-        commit = api.upload_folder(
-            repo_id=args.repo_id,
-            folder_path=folder,
-            repo_type="model",
-            commit_message=args.commit_message or f"Upload {args.repo_id.split('/')[1]} (vanilla-transformer)",
-        )
-    if existing is None:
-        where = f"the new {'private' if args.private else 'public'} repository {repo}"
-    else:
-        kept = {True: "private", False: "public"}.get(getattr(existing, "private", None), "visibility unchanged")
-        where = f"the existing repository {repo} ({kept})"
+        folder = hub.write_upload_folder(args.model_dir, Path(staging), card)
+        files = hub.describe_files(folder)
+        message = args.commit_message or f"Upload {args.repo_id.split('/')[1]} (vanilla-transformer)"
+        commit, where = hub.upload(api, folder, args.repo_id, existing, args.private, message)
     print(f"Pushed to {where}: {files}\nCommit: {getattr(commit, 'commit_url', commit)}")
     return commit
 
