@@ -30,7 +30,7 @@ def build_optimizer(model: nn.Module, weight_decay: float = 0.0) -> torch.optim.
     """Section 5.3: Adam(beta_1=0.9, beta_2=0.98, epsilon=1e-9). The base rate is 1: the scheduler sets it.
 
     Fused (one kernel for all parameters, on CPUs and GPUs) where PyTorch has it for the parameters' device: it is
-    faster, and it can skip an update on the device (`found_inf`, see trainer.train_step) without a host read.
+    faster, and it can skip an update on the device (`found_inf`, see loop.apply_update) without a host read.
     """
     fused = fused_adam_supported(model)
     if weight_decay:  # Not in the paper: decoupled weight decay (AdamW) of the matrices and embeddings.
@@ -66,7 +66,7 @@ def linear_cooldown(spent: float, fraction: float) -> float:
 def build_scheduler(optimizer: torch.optim.Optimizer, d_model: int, warmup_steps: int = 4000, scale: float = 1.0,
                     factor: Callable[[int], float] | None = None):
     """A LambdaLR that gives the optimizer the Eq. (3) rate for the step about to be taken (1, 2, ...), times
-    `factor(updates done)` when given (the trainer's --lr-cooldown, not in the paper)."""
+    `factor(updates done)` when given (the loop's --lr-cooldown, not in the paper)."""
 
     def rate(done: int) -> float:
         eq3 = inverse_sqrt_learning_rate(done + 1, d_model, warmup_steps, scale)
