@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from queue import Empty
 
+from modeling_vanilla.cli.benchmark import call_in_fresh_process, main
+
 
 def run_benchmark(module, args: argparse.Namespace) -> int:
     """One benchmark: the line naming it and the machine, then its table; with --json, also a file holding the
@@ -27,8 +29,6 @@ def run_benchmark(module, args: argparse.Namespace) -> int:
 
 def run_alone(path: str, argv: list[str] | None = None) -> int:
     """A benchmark module run as a file, `python benchmarks/speed.py ARGS`: `vanilla-benchmark speed ARGS`."""
-    from modeling_vanilla.cli.benchmark import main
-
     return main([Path(path).stem.replace("_", "-"), *(sys.argv[1:] if argv is None else argv)])
 
 
@@ -129,8 +129,6 @@ def peak_added_mib(step, device: str) -> float:
 def run_isolated(target, *args) -> dict:
     """`target(*args, queue)` in a fresh process, and the result it puts in the queue. The fresh process imports
     `target` from this benchmarks/ folder by its path (`vanilla-benchmark` does not put the folder on sys.path)."""
-    from modeling_vanilla.cli.benchmark import call_in_fresh_process
-
     folder = str(Path(__file__).resolve().parent)
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
