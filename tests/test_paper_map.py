@@ -3,7 +3,8 @@
 A code link is written [`NAME`](../path/to/file.py#L123), where NAME is
 - a module-level class, function or constant (`class NAME`, `def NAME`, `NAME = ...`, `NAME: T = ...`);
 - `Class.member`, a method or a class attribute (config fields: `VanillaTransformerConfig.dropout`);
-- `--flag`, a command-line option, anchored at the line that declares it (`add_argument("--flag", ...)`).
+- `--flag`, a command-line option, anchored at the line that declares it (`add_argument("--flag", ...)`, or the
+  options dataclass field `flag: T = option(...)`).
 
 When code moves, recompute the anchors from the names (and, for a name that left its file, the file: it is looked
 for in modeling_vanilla/ and scripts/, and must be found in exactly one place):
@@ -33,6 +34,10 @@ def definition_line(path: Path, name: str) -> int | None:
         lines = [node.args[0].lineno for node in ast.walk(tree)
                  if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"
                  and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == name]
+        field = name[2:].replace("-", "_")  # or a field of an options dataclass: `max_tokens: int = option(...)`
+        lines += [node.lineno for node in ast.walk(tree) if isinstance(node, ast.AnnAssign)
+                  and isinstance(node.target, ast.Name) and node.target.id == field
+                  and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "option"]
         return min(lines) if lines else None
     *owners, last = name.split(".")
     body = tree.body
@@ -53,7 +58,7 @@ def definition_line(path: Path, name: str) -> int | None:
 def line_defines(line: str, name: str) -> bool:
     """The text check, independent of the AST: the anchored line reads like the definition of `name`."""
     if name.startswith("--"):
-        return f'"{name}"' in line
+        return f'"{name}"' in line or re.match(rf"\s*{name[2:].replace('-', '_')}\s*:.*\boption\(", line) is not None
     last = name.rpartition(".")[2]
     return re.match(rf"\s*((async\s+)?def|class)\s+{re.escape(last)}\b|\s*{re.escape(last)}\s*[:=]", line) is not None
 

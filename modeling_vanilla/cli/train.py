@@ -16,13 +16,13 @@
 
 from __future__ import annotations
 
-from ..training.loop import main as train
 from ..training.options import parse_train_args
-from ..utils.hardware import gpu_available, preload_allocator
 
 
 def run(argv=None) -> dict:
     """Train; returns the run's summary (also written to training_summary.json)."""
+    from ..training.loop import main as train  # torch and the loop: after the options, so that --help is quick
+
     return train(parse_train_args(argv))
 
 
@@ -31,6 +31,9 @@ def main(argv=None) -> int:
     jemalloc or tcmalloc where one is installed (`--allocator`, `hardware.preload_allocator`); called from Python
     with `argv` (a notebook, a script of yours), the process is never restarted."""
     args = parse_train_args(argv)
+    from ..training.loop import main as train
+    from ..utils.hardware import gpu_available, preload_allocator
+
     if argv is None and (args.cpu or not gpu_available()):  # the command line is this process's own: restartable
         preload_allocator(args.allocator)
     train(args)

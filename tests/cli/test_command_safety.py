@@ -152,7 +152,14 @@ def bad_numbers(tmp: Path) -> list[tuple[str, list[str], str, str]]:
         ("--learning-rate", "-0.0001"), ("--warmup-steps", "-1"), ("--weight-decay", "-0.1"),
         ("--label-smoothing", "1"), ("--label-smoothing", "-0.1"), ("--seed", "-1"), ("--eval-steps", "-1"),
         ("--num-beams", "0"), ("--logging-steps", "0"), ("--save-steps", "-1"), ("--save-total-limit", "0"),
-        ("--pad-to-multiple-of", "0"),
+        ("--pad-to-multiple-of", "0"), ("--max-length", "0"),
+        # The rest of Seq2SeqTrainingArguments' numeric fields (vanilla-finetune takes them all).
+        ("--label-smoothing-factor", "1"), ("--adam-beta1", "1"), ("--adam-beta2", "-0.1"), ("--adam-epsilon", "0"),
+        ("--max-grad-norm", "-1"), ("--neftune-noise-alpha", "0"), ("--torch-empty-cache-steps", "0"),
+        ("--eval-delay", "-1"), ("--eval-accumulation-steps", "0"), ("--seed", "4294967296"), ("--data-seed", "-1"),
+        ("--dataloader-num-workers", "-1"), ("--dataloader-prefetch-factor", "0"), ("--ddp-bucket-cap-mb", "0"),
+        ("--ddp-timeout", "0"), ("--local-rank", "-2"), ("--generation-max-length", "0"),
+        ("--generation-num-beams", "0"),
     ):
         cases.append(("finetune", finetune, flag, value))
     return cases
@@ -177,8 +184,26 @@ class _Parser(Exception):
     """Raised in place of parsing, carrying the command's parser."""
 
 
+def converts_to_a_number(action: argparse.Action) -> bool:
+    """Whether the option's value is a number: its type makes an int or a float of one of a few numbers, or refuses
+    them all as a checking type does (ArgumentTypeError: e.g. an integer >= 260). Not a number: a bool ("1" is
+    True), a choice, a path, a JSON dict, an enum of names (HfArgumentParser's types for Trainer's fields)."""
+    if action.type in (None, str, Path) or action.choices is not None or not action.option_strings:
+        return False
+    refused = []
+    for probe in ("1", "0.5", "0", "-1", "300"):
+        try:
+            value = action.type(probe)
+        except Exception as error:  # noqa: BLE001 (any type's refusal)
+            refused.append(error)
+            continue
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return all(isinstance(error, argparse.ArgumentTypeError) for error in refused)
+
+
 def numeric_options(name: str, monkeypatch) -> dict[str, object]:
-    """Every option of the command (and of its subcommands) that converts to a number: {flag: its type}."""
+    """Every option of the command (and of its subcommands) that converts to a number: {flag: its type}, the flag
+    as README writes it (--max-steps for --max_steps). vanilla-finetune's `--help-all` parser holds Trainer's too."""
 
     def capture(self, args=None, namespace=None):
         raise _Parser(self)
@@ -186,15 +211,15 @@ def numeric_options(name: str, monkeypatch) -> dict[str, object]:
     with monkeypatch.context() as patch:
         patch.setattr(argparse.ArgumentParser, "parse_args", capture)
         with pytest.raises(_Parser) as captured:
-            command(name).main(["--help"])
+            command(name).main(["--help-all" if name == "finetune" else "--help"])
     parsers, found = [captured.value.args[0]], {}
     while parsers:
         parser = parsers.pop()
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 parsers.extend(action.choices.values())
-            elif action.type is not None and action.option_strings and action.type not in (str, Path):
-                found[action.option_strings[0]] = action.type
+            elif converts_to_a_number(action):
+                found[action.option_strings[0].replace("_", "-")] = action.type
     return found
 
 
@@ -203,7 +228,6 @@ UNCHECKED = {
     ("explain", "--layer"), ("explain", "--head"),  # "layer 5 does not exist: the encoder has 2 layers, ..."
     ("visualize_attention", "--layer"), ("visualize_attention", "--head"),
     ("make_toy_data", "--seed"),  # any integer seeds Python's random
-    ("finetune", "--max-length"),  # vanilla-train's data option, checked by options.check_data_arguments
 }
 
 
@@ -498,12 +522,16 @@ def test_finetune_refuses_a_folder_that_is_not_empty_and_overwrites_only_an_earl
     output = tmp_path / "notes"
     output.mkdir()
     (output / "notes.txt").write_text("mine")
+    # The rules of vanilla-train's output folder (run_folder.check_output_dir), with Trainer's files marking a run.
+    refusal = (f"{output} already holds other files and no run of this command (trainer_state.json, all_results.json "
+               "or a checkpoint-N folder): choose another --output-dir (--overwrite only replaces an earlier run)")
     with pytest.raises(SystemExit):
         command("finetune").run(finetune_argv(model_dir, corpus, output, "--max-steps", "1"))
-    assert "is not empty. Pass --resume" in capsys.readouterr().err
+    assert refusal in capsys.readouterr().err
     with pytest.raises(SystemExit):
         command("finetune").run(finetune_argv(model_dir, corpus, output, "--max-steps", "1", "--overwrite"))
-    assert "holds no earlier fine-tuning run" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert refusal in error and "Pass --resume" not in error
     assert (output / "notes.txt").read_text() == "mine"
 
 

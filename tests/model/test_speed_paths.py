@@ -231,19 +231,27 @@ def test_training_with_compile_reports_its_graphs_and_matches_eager(toy_data, tm
 
 
 def test_finetune_compiles_on_request_and_by_default_only_on_a_gpu(monkeypatch):
-    from modeling_vanilla.cli import finetune
+    from types import SimpleNamespace
 
-    parse = finetune.parse_args
+    from modeling_vanilla.cli import finetune
+    from modeling_vanilla.training.finetune_options import finetune_namespace
+
+    def parse(argv):  # compile is Trainer's torch_compile; --compile, --no-compile and --cpu are the old names
+        options, training = finetune.parse_args(argv)
+        return SimpleNamespace(compile=training.torch_compile, pad_to_multiple_of=options.pad_to_multiple_of,
+                               training=training)
+
     base = ["model", "--output-dir", "out", "--source-lang", "en", "--target-lang", "de", "--train-files", "x"]
-    monkeypatch.setattr(finetune.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert parse(base).compile is False
     assert parse(base).pad_to_multiple_of is None
     assert parse([*base, "--compile"]).compile is True
     assert parse([*base, "--compile"]).pad_to_multiple_of == 8  # bucketed shapes come with compilation
     assert parse([*base, "--compile", "--pad-to-multiple-of", "16"]).pad_to_multiple_of == 16
-    monkeypatch.setattr(finetune.torch.cuda, "is_available", lambda: True)
-    assert parse(base).compile is True
-    assert parse([*base, "--cpu"]).compile is False
-    assert parse([*base, "--no-compile"]).compile is False
-    arguments = finetune.training_arguments(parse([*base, "--compile", "--cpu"]), has_validation=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # Trainer's arguments would set the fake GPU up:
+    decide = finetune_namespace  # the values they are made of, as decided for this machine
+    assert decide(base)[1].torch_compile is True
+    assert decide([*base, "--cpu"])[1].torch_compile is False
+    assert decide([*base, "--no-compile"])[1].torch_compile is False
+    arguments = parse([*base, "--compile", "--cpu"]).training
     assert arguments.torch_compile is True

@@ -450,10 +450,11 @@ def test_bad_arguments_fail_before_training(toy_data, tmp_path, capsys, extra, m
 
 
 def test_a_recipe_sets_defaults_that_flags_given_win_over(toy_data, tmp_path, capsys):
-    from modeling_vanilla.training.options import RECIPES
     from modeling_vanilla.training.options import parse_train_args as parse_args
+    from modeling_vanilla.training.recipes import load_recipe
 
-    recipe = RECIPES["multi30k"]
+    recipe = load_recipe("multi30k")  # training/recipes/multi30k.yaml: flags, and the override list
+    recipe = {"flags": {k: v for k, v in recipe.items() if k != "override"}, "override": recipe["override"]}
     data = ["--source-lang", "en", "--target-lang", "de", "--train-files", str(toy_data / "train"),
             "--valid-files", str(toy_data / "valid")]
     args = parse_args(["--recipe", "multi30k", *data, "--output-dir", str(tmp_path / "a")])
@@ -474,8 +475,8 @@ def test_a_recipe_sets_defaults_that_flags_given_win_over(toy_data, tmp_path, ca
 
 
 def test_output_folder_with_a_different_run_is_refused(toy_data, tmp_path, capsys):
-    from modeling_vanilla.training.options import RUN_CONFIG
     from modeling_vanilla.training.options import parse_train_args as parse_args
+    from modeling_vanilla.training.run_folder import RUN_CONFIG
 
     out = tmp_path / "out"
     out.mkdir()
@@ -520,8 +521,8 @@ def test_average_checkpoints_script_writes_a_loadable_model(toy_data, tmp_path):
 
 
 def test_overwrite_replaces_only_a_folder_that_holds_an_earlier_run(toy_data, tmp_path, capsys, monkeypatch):
-    from modeling_vanilla.training.options import RUN_CONFIG
     from modeling_vanilla.training.options import parse_train_args as parse_args
+    from modeling_vanilla.training.run_folder import RUN_CONFIG
 
     unrelated = tmp_path / "photos"
     unrelated.mkdir()
