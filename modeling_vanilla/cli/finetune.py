@@ -34,9 +34,10 @@ from __future__ import annotations
 from ..training.finetune_options import parse_finetune_args
 
 
-def parse_args(argv=None) -> tuple:
-    """The command line as (FinetuneOptions, Seq2SeqTrainingArguments), checked before any model or data work."""
-    return parse_finetune_args(argv)
+def parse_args(argv=None, restart: bool = False) -> tuple:
+    """The command line as (FinetuneOptions, Seq2SeqTrainingArguments), checked before any model or data work
+    (`restart`: a CPU run may restart itself on jemalloc or tcmalloc first, `parse_finetune_args`)."""
+    return parse_finetune_args(argv, restart)
 
 
 def run(argv=None) -> dict:
@@ -51,12 +52,9 @@ def main(argv=None) -> int:
     """The console command: exit status 0 after a finished run (errors raise). A CPU run first restarts itself on
     jemalloc or tcmalloc where one is installed (`--allocator`, `hardware.preload_allocator`); called from Python
     with `argv` (a notebook, a script of yours), the process is never restarted."""
-    options, training_args = parse_args(argv)
+    options, training_args = parse_args(argv, restart=argv is None)  # the command line is this process's own
     from ..training.finetune import fine_tune
-    from ..utils.hardware import gpu_available, preload_allocator
 
-    if argv is None and (training_args.use_cpu or not gpu_available()):  # this process's own command line: restartable
-        preload_allocator(options.allocator, "vanilla-finetune")
     fine_tune(options, training_args)
     return 0
 

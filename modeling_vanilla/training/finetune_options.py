@@ -150,9 +150,13 @@ def finetune_parser(trainer: bool = True) -> OptionsParser:
     return parser
 
 
-def parse_finetune_args(argv=None) -> tuple[FinetuneOptions, Seq2SeqTrainingArguments]:
+def parse_finetune_args(argv=None, restart: bool = False) -> tuple[FinetuneOptions, Seq2SeqTrainingArguments]:
     """vanilla-finetune's command line (`argv`, default sys.argv) as (FinetuneOptions, Seq2SeqTrainingArguments),
-    checked and resolved for this machine before any model or data is read."""
+    checked and resolved for this machine before any model or data is read.
+
+    `restart`: the command line is this process's own, and a CPU run restarts on jemalloc or tcmalloc where one is
+    installed (`--allocator`, `hardware.preload_allocator`). That happens before Seq2SeqTrainingArguments is made:
+    making it sets up the device and the processes of a launch, which a restart would leave waiting for each other."""
     parser, namespace = finetune_namespace(argv)
     options = parser.build(namespace, FinetuneOptions)
     check_data_arguments(parser, options)
@@ -161,6 +165,10 @@ def parse_finetune_args(argv=None) -> tuple[FinetuneOptions, Seq2SeqTrainingArgu
     check_allocator(parser, options)
     from transformers import Seq2SeqTrainingArguments
 
+    from ..utils.hardware import gpu_available, preload_allocator
+
+    if restart and (namespace.use_cpu or not gpu_available()):
+        preload_allocator(options.allocator, PROG)
     return options, parser.build(namespace, Seq2SeqTrainingArguments)
 
 

@@ -248,6 +248,25 @@ def test_an_old_flag_name_still_works_and_names_the_flag_that_replaces_it(tmp_pa
     assert "deprecated" not in capsys.readouterr().err
 
 
+def test_a_cpu_run_restarts_on_its_allocator_before_trainers_arguments_set_up_the_processes(tmp_path, monkeypatch):
+    """Making Seq2SeqTrainingArguments sets up the device and a launch's processes (gloo): restarted after that,
+    the processes of `accelerate launch` would wait for each other forever."""
+    from transformers import Seq2SeqTrainingArguments
+
+    from modeling_vanilla.cli.finetune import parse_args
+    from modeling_vanilla.utils import hardware
+
+    events = []
+    monkeypatch.setattr(hardware, "preload_allocator", lambda choice, command: events.append(("restart", command)))
+    made = Seq2SeqTrainingArguments.__post_init__
+    monkeypatch.setattr(Seq2SeqTrainingArguments, "__post_init__", lambda self: events.append(("made",)) or made(self))
+    parse_args(parsing_argv(tmp_path, "--use_cpu"), restart=True)  # the console command's own command line
+    assert events == [("restart", "vanilla-finetune"), ("made",)]
+    events.clear()
+    parse_args(parsing_argv(tmp_path, "--use_cpu"))  # called from Python: never restarted
+    assert events == [("made",)]
+
+
 def test_finetune_options_are_frozen_and_share_only_the_output_folder_with_trainer(tmp_path):
     import dataclasses
 
