@@ -70,13 +70,14 @@ def step_table(rounds: int, repeats: int = 10) -> None:
     import torch
 
     from modeling_vanilla import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration, modeling_vanilla
-    from modeling_vanilla.training.options import RECIPES, parse_overrides
+    from modeling_vanilla.training.options import parse_overrides
+    from modeling_vanilla.training.recipes import load_recipe
 
     torch.manual_seed(0)
-    recipe = RECIPES["multi30k"]
-    vocab_size = recipe["flags"]["vocab_size"]
-    preset = getattr(VanillaTransformerConfig, recipe["flags"]["preset"])
-    config = preset(vocab_size=vocab_size, **parse_overrides(recipe["override"]))
+    recipe = load_recipe("multi30k")
+    vocab_size = recipe["vocab_size"]
+    preset = getattr(VanillaTransformerConfig, recipe["preset"])
+    config = preset(vocab_size=vocab_size, **parse_overrides(recipe.get("override", [])))
     model = VanillaTransformerForConditionalGeneration(config).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     source = torch.randint(4, vocab_size, (128, 16))

@@ -15,9 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..inference.model_folder import check_model_folder
-from ..training.averaging import average_checkpoints, load_averaged_weights
-from ..training.checkpoints import CheckpointManager
 from ..utils.arguments import positive_int
 
 
@@ -30,6 +27,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", help="folder with config.json and the tokenizer (default: the run folder)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
+    from ..inference.model_folder import check_model_folder  # torch: after the arguments, so --help stays quick
+    from ..training.checkpoints import CheckpointManager
+
     if args.last is not None:
         if len(args.inputs) != 1:
             parser.error("--last takes one run folder")
@@ -53,11 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run(argv=None) -> Path:
     """Average; returns the output folder."""
+    args = parse_args(argv)
     from transformers import AutoConfig, AutoTokenizer
 
     from .. import VanillaTransformerForConditionalGeneration
+    from ..training.averaging import average_checkpoints, load_averaged_weights
 
-    args = parse_args(argv)
     model = VanillaTransformerForConditionalGeneration(AutoConfig.from_pretrained(args.source))
     load_averaged_weights(model, average_checkpoints(args.folders))
     model.save_pretrained(args.output)

@@ -25,9 +25,6 @@ import argparse
 import json
 from pathlib import Path
 
-from ..inference.model_folder import load_model_and_tokenizer
-from ..inference.translation import one_line, score, translate
-from ..training.curves import score_checkpoints, write_curve
 from ..utils.arguments import (
     TextFileError,
     finite_float,
@@ -84,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run(argv=None) -> dict | list[dict]:
     """Translate and score; returns the scores (also printed as a JSON line), with --checkpoints one per checkpoint."""
     args = parse_args(argv)
+    from ..inference.model_folder import load_model_and_tokenizer  # torch and transformers: after the arguments
+    from ..inference.translation import one_line, score, translate
+
     try:
         model, tokenizer = load_model_and_tokenizer(args.model)
     except (FileNotFoundError, ValueError) as error:  # no such model; a tokenizer that is not the model's
@@ -104,10 +104,12 @@ def run(argv=None) -> dict | list[dict]:
 def score_run(args: argparse.Namespace, model, tokenizer, generate_kwargs: dict) -> list[dict]:
     """--checkpoints: one JSON line per checkpoint (printed as each is scored); the curve file is written once, at
     the end."""
+    from ..training.curves import score_checkpoints, write_curve
+
     records = []
     try:
-        for record in score_checkpoints(model, tokenizer, args.model, args.sources, args.references, args.average,
-                                        args.batch_size, **generate_kwargs):
+        for record in score_checkpoints(model, tokenizer, args.model, (args.sources, args.references), args.average,
+                                        batch_size=args.batch_size, **generate_kwargs):
             print(json.dumps(record), flush=True)
             records.append(record)
     except (FileNotFoundError, ValueError) as error:  # no checkpoints, too few for --average, a broken one

@@ -26,9 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..insight.figures import make_figures, plot_curves
 from ..insight.results import ResultsDataError, load_results, make_result_charts
-from ..training.curves import read_curve
 from ..utils.arguments import output_file_problem, positive_int
 
 
@@ -57,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_curves(parser: argparse.ArgumentParser, texts) -> dict:
     """The curves of --curves LABEL=FILE ..., by label; a bad one ends the command with its name."""
+    from ..training.curves import read_curve  # torch: only when there are curves to read
+
     curves = {}
     for text in texts or ():
         try:
@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     if curves and (problem := output_file_problem("--output", args.output)):
         parser.error(problem)
     try:
+        from ..insight.figures import make_figures, plot_curves  # torch and matplotlib: after the arguments
+
         if curves:
             plot_curves(curves, title=args.title).savefig(args.output, dpi=args.dpi)
             written = [args.output]

@@ -195,11 +195,9 @@ def redact_local_paths(text: str) -> tuple[str, list[tuple[str, str]]]:
     return _WORD.sub(replace, text), replaced
 
 
-def run_model_card(args, config, summary: dict, tokenizer, recipe_runs=None) -> str:
+def run_model_card(args, config, summary: dict, tokenizer) -> str:
     """The model card of a training run: model_card.md filled with this run's facts (`args`: vanilla-train's options).
-
-    `recipe_runs` is ignored: the card no longer copies the recipe's runs but links to their table. It goes when the
-    training loop stops passing it."""
+    A recipe's card names the recipe and links to its measured runs in the docs instead of copying them."""
     hub_dataset = args.dataset or args.card_dataset
     train_files = args.train_files or args.train_jsonl or []
     departures = ", ".join(f"{k}={v}" for k, v in args.config_overrides.items()) or "none"

@@ -38,12 +38,15 @@ def checkpoint_points(run_dir: str | os.PathLike) -> list[dict]:
     return points
 
 
-def score_checkpoints(model, tokenizer, run_dir: str | os.PathLike, sources: Sequence[str],
-                      references: Sequence[str], average: int = 1, batch_size: int = 64,
-                      **generate_kwargs) -> Iterator[dict]:
+def score_checkpoints(model, tokenizer, run_dir: str | os.PathLike, text: tuple[Sequence[str], Sequence[str]],
+                      average: int = 1, **translate_kwargs) -> Iterator[dict]:
     """Yield one record per checkpoint of `run_dir` (the `average`-th onwards): the BLEU and chrF of `model` holding
-    that checkpoint's weights, or the mean of it and the `average - 1` checkpoints before it. `model` is changed."""
+    that checkpoint's weights, or the mean of it and the `average - 1` checkpoints before it, on `text` (the source
+    sentences and their references, line-aligned). `translate_kwargs` go to `translate` (batch_size, num_beams, ...).
+    `model` is changed."""
     from ..inference.translation import score, translate
+
+    sources, references = text
 
     if average < 1:
         raise ValueError(f"average must be >= 1, not {average}.")
@@ -54,7 +57,7 @@ def score_checkpoints(model, tokenizer, run_dir: str | os.PathLike, sources: Seq
     for i in range(average - 1, len(points)):
         window = points[i + 1 - average : i + 1]
         load_averaged_weights(model, average_checkpoints([point["folder"] for point in window]))
-        hypotheses = translate(model, tokenizer, sources, batch_size=batch_size, **generate_kwargs)
+        hypotheses = translate(model, tokenizer, sources, **translate_kwargs)
         scores = score(hypotheses, references)
         point = {k: v for k, v in points[i].items() if k != "folder"}
         yield {**point, "averaged": average, "bleu": scores["bleu"], "chrf": scores["chrf"],

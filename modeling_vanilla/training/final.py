@@ -12,7 +12,7 @@ from ..publish.model_card import run_model_card
 from ..utils.hardware import allocator_in_use
 from .averaging import average_checkpoints, load_averaged_weights
 from .evaluation import bleu, validation_loss
-from .options import RECIPES, checkpointing
+from .options import checkpointing
 from .run import Corpus, Run
 
 
@@ -122,8 +122,7 @@ def write_model_folder(run: Run, corpus: Corpus, summary: dict, weights: bool = 
             model.save_pretrained(staging, safe_serialization=True)
             corpus.tokenizer.save_pretrained(staging)
         (staging / "training_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-        recipe_runs = RECIPES[run.args.recipe].get("runs", []) if run.args.recipe else []  # moving to docs/ data
-        card = run_model_card(run.args, model.config, summary, corpus.tokenizer, recipe_runs)
+        card = run_model_card(run.args, model.config, summary, corpus.tokenizer)
         (staging / "README.md").write_text(card)
         for path in sorted(staging.iterdir()):
             os.replace(path, run.out / path.name)

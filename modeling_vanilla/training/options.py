@@ -28,8 +28,8 @@ from ..utils.arguments import (
     probability,
 )
 from .option_parser import OptionsParser, option
-from .recipes import load_recipe, recipe_files
-from .run_folder import RUN_CONFIG, TRAIN_RUN, check_output_dir, data_fingerprint  # noqa: F401 (the loop's imports)
+from .recipes import recipe_files
+from .run_folder import TRAIN_RUN, check_output_dir
 
 MIN_VOCAB_SIZE = 260  # the 256 bytes of byte-level BPE and the 4 special tokens
 MODEL, DATA, TOKENIZER, TRAINING = "model", "data", "tokenizer", "training (section 5)"
@@ -284,34 +284,3 @@ def check_allocator(parser: OptionsParser, options: SpeedOptions) -> None:
             and find_allocator(options.allocator) is None:
         parser.error(f"--allocator {options.allocator}: lib{options.allocator} is not installed "
                      f"({install_hint(options.allocator)}); --allocator auto uses whichever is installed")
-
-
-# Until the coordinator removes it: RECIPES[name] as the loop, the model card and benchmarks/dropout_mask.py read it.
-# Its flags come from the recipe's file; "runs", the recipe's measured runs, are results moving to a data file under
-# docs/ (test2016 scored once each: EN->DE seeds 1-2 and DE->EN seed 1 by `vanilla-evaluate` after val chose the
-# recipe, the others by the run; docs/results.md).
-RECIPE_RUNS = {
-    "multi30k": [
-        {"direction": "en-de", "seed": 1, "minutes": 60.0, "updates": 7364, "epochs": 58.0, "val_bleu": 42.06,
-         "test_bleu": 40.07, "test_chrf": 64.27, "peer_test_bleu": 38.47},
-        {"direction": "en-de", "seed": 2, "minutes": 60.0, "updates": 7257, "epochs": 57.1, "val_bleu": 42.17,
-         "test_bleu": 41.0, "test_chrf": 64.6, "peer_test_bleu": 38.47},
-        {"direction": "en-de", "seed": 3, "minutes": 60.0, "updates": 4200, "epochs": 33.1, "val_bleu": 42.01,
-         "test_bleu": 39.87, "test_chrf": 63.84, "peer_test_bleu": 37.63},
-        {"direction": "en-de", "seed": 4, "minutes": 60.0, "updates": 4199, "epochs": 33.1, "val_bleu": 41.43,
-         "test_bleu": 39.81, "test_chrf": 63.63, "peer_test_bleu": 37.63},
-        {"direction": "en-de", "seed": 5, "minutes": 60.0, "updates": 4211, "epochs": 33.2, "val_bleu": 41.42,
-         "test_bleu": 40.83, "test_chrf": 64.21, "peer_test_bleu": 37.63},
-        {"direction": "de-en", "seed": 1, "minutes": 60.0, "updates": 7324, "epochs": 58.6, "val_bleu": 44.15,
-         "test_bleu": 42.97, "test_chrf": 62.18, "peer_test_bleu": 41.40},
-        {"direction": "de-en", "seed": 2, "minutes": 60.0, "updates": 4195, "epochs": 33.6, "val_bleu": 43.55,
-         "test_bleu": 42.53, "test_chrf": 61.54, "peer_test_bleu": 41.40},
-        {"direction": "de-en", "seed": 3, "minutes": 60.0, "updates": 4134, "epochs": 33.1, "val_bleu": 43.89,
-         "test_bleu": 42.31, "test_chrf": 61.72, "peer_test_bleu": 41.40},
-    ],
-}
-RECIPES = {
-    name: {"flags": {k: v for k, v in load_recipe(name).items() if k != "override"},
-           "override": load_recipe(name).get("override", []), "runs": RECIPE_RUNS.get(name, [])}
-    for name in recipe_files()
-}

@@ -15,8 +15,9 @@ import torch
 from ..utils.hardware import gpu_available
 from .checkpoints import CheckpointManager
 from .optimization import build_optimizer, build_scheduler, linear_cooldown
-from .options import RUN_CONFIG, checkpointing, data_fingerprint, data_source_options
+from .options import checkpointing, data_source_options
 from .run import METRICS, Corpus, MetricsLog, Run
+from .run_folder import RUN_CONFIG, data_fingerprint
 from .update_stats import UpdateStats
 
 

@@ -98,7 +98,8 @@ def test_evaluate_writes_one_output_line_per_input_line_whatever_the_translation
                                                                                         monkeypatch):
     from modeling_vanilla.cli import evaluate
 
-    monkeypatch.setattr(evaluate, "translate", lambda model, tokenizer, sources, **kwargs: ["a\nb", "c\rd"])
+    monkeypatch.setattr("modeling_vanilla.inference.translation.translate",
+                        lambda model, tokenizer, sources, **kwargs: ["a\nb", "c\rd"])
     (tmp_path / "src.en").write_text("one\ntwo\n")
     (tmp_path / "ref.de").write_text("eins\nzwei\n")
     evaluate.run([str(model_dir), "--source", str(tmp_path / "src.en"), "--reference", str(tmp_path / "ref.de"),

@@ -33,13 +33,7 @@ print(sorted(name for name in {heavy!r} if name in sys.modules))
 """
 
 
-# Commands whose module still imports torch at the top (issue 40: their files belong to the loop's and the options'
-# work); strict, so that the mark must go when the command becomes light.
-HEAVY_HELP = {"vanilla-average", "vanilla-evaluate", "vanilla-figures"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(
-    strict=True, reason="imports torch before parsing")) if name in HEAVY_HELP else name for name in sorted(COMMANDS)])
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_help_of_every_command_imports_neither_torch_nor_transformers_nor_datasets(name, tmp_path):
     code = HELP_CODE.format(module=COMMANDS[name].split(":")[0], argv=["--help"], name=name, heavy=HEAVY)
     result = run_python(code, cwd=tmp_path)
