@@ -102,4 +102,4 @@ def test_readme_ci_block_holds_the_test_command():
     block = re.search(r"<!-- ci:test -->\n(.*?)<!-- /ci:test -->", (REPO_ROOT / "README.md").read_text(), flags=re.S)
     assert block, "README.md lost its <!-- ci:test --> block, which CI reads the test command from"
     command = [line for line in block.group(1).splitlines() if not line.startswith(("<!--", "```"))]
-    assert command == ["python -m pytest -q"]
+    assert command == ["python -m pytest -q", "python -m pytest -q -m slow"]  # the default suite, then the long checks

@@ -31,6 +31,7 @@ def blocks(language: str) -> list[str]:
             for block in re.findall(rf"```{language}\n(.*?)```", doc.read_text(), flags=re.S)]
 
 
+@pytest.mark.slow
 def test_readme_python_examples_run_as_written(tmp_path):
     examples = [block for block in blocks("python") if not TRAINED.search(block)]
     assert examples, "the docs have no python example"
@@ -84,6 +85,7 @@ def on_the_toy_model(text: str) -> str:
         "../shared/data/multi30k/test_2016_flickr.de", "data/toy/test.de")
 
 
+@pytest.mark.slow
 def test_readme_commands_run_as_written_on_the_quickstart_model(tmp_path):
     """The quickstart (with a 30-update budget), then every command and Python example of the docs that uses a
     trained folder, run against the quickstart's folder (runs/toy for runs/multi30k, its test file for Multi30k's):

@@ -14,7 +14,7 @@ the corpus, the model, a resume), `run` (what every step shares), `loader` (the 
 and the NaN guard's counts, on the device), `clock` (training minutes, agreed across processes), `signals`
 (SIGTERM/SIGINT: a checkpoint, then exit), `final` (averaging, scores, the model folder), `checkpoints`,
 `averaging`, `evaluation`, `optimization`, `options`. The same code runs on a 2-core CPU, one GPU or many (DDP;
-FSDP or DeepSpeed without checkpoints), in fp32, bf16 or fp16. README.md's "Reliability" section says what survives
+FSDP or DeepSpeed without checkpoints), in fp32, bf16 or fp16. docs/guides/reliability.md says what survives
 a crash or a preemption.
 """
 

@@ -192,6 +192,7 @@ def test_learned_positions_refuse_inputs_longer_than_the_table():
 # Figure 1: the whole model can actually learn, not just run
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_to_reverse_sequences():
     """A synthetic task in the spirit of the Annotated Transformer: output the source reversed."""
     torch.manual_seed(0)

@@ -119,6 +119,7 @@ def test_the_models_training_loss_without_logits_equals_its_loss_with_logits():
     assert "model.shared.weight" in plain[1]  # the tied embedding gets the projection's gradient
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 def test_the_training_forward_compiles_as_one_graph_with_the_same_loss_and_gradients(attn_implementation):
     # fullgraph=True raises at the first graph break (a value read back from the device, data-dependent Python);

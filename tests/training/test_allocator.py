@@ -140,6 +140,7 @@ def test_an_allocator_that_is_not_installed_is_refused_before_anything_runs(monk
         capsys.readouterr().err
 
 
+@pytest.mark.slow
 @needs_jemalloc
 def test_a_cpu_run_restarts_itself_on_jemalloc(toy_data, tmp_path):  # noqa: F811
     result = run_train(train_args(toy_data, tmp_path / "run", "--max-steps", "2", "--eval-every", "0"),
@@ -201,6 +202,7 @@ def test_main_called_from_python_never_restarts_the_process(execve, monkeypatch,
     assert json.loads((tmp_path / "run" / "training_summary.json").read_text())["step"] == 1
 
 
+@pytest.mark.slow
 @needs_jemalloc
 def test_the_memory_benchmark_reads_jemalloc_and_refuses_without_it(toy_data, tmp_path):  # noqa: F811
     # benchmarks/train_memory.py reads jemalloc's own counters; on another allocator there is nothing to read.

@@ -439,6 +439,7 @@ except checkpoints.CheckpointError as error:
 """
 
 
+@pytest.mark.slow
 def test_two_processes_restore_their_own_random_states_and_a_failure_in_one_raises_in_both(tmp_path):
     script = tmp_path / "two_processes.py"
     script.write_text(TWO_PROCESSES)

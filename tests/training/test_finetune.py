@@ -166,6 +166,7 @@ def test_bad_arguments_are_clear_errors(model_dir, corpus, capsys):
     assert "argument --gradient-accumulation-steps: must be a positive integer, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_logged_loss_with_two_processes_equals_one_step_on_the_same_examples(model_dir, uneven_pairs, tmp_path):
     path, pairs = uneven_pairs
     with socket.socket() as probe:  # a free port, so that concurrent runs do not collide

@@ -254,6 +254,7 @@ def test_train_script_writes_a_hub_ready_folder(toy_data, tmp_path, precision):
     assert output.shape[0] == 1
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_the_straight_run(toy_data, tmp_path):
     straight = run_train(train_args(toy_data, tmp_path / "straight", "--max-steps", "8", "--precision", "fp32",
                                     "--eval-every", "0", "--save-every", "4"))
@@ -342,6 +343,7 @@ def test_lr_cooldown_changes_nothing_before_the_last_part_then_decays_to_zero(to
     assert cooled[-1]["loss"] != plain[-1]["loss"]
 
 
+@pytest.mark.slow
 def test_two_processes_agree_on_the_clock_when_theirs_differ(toy_data, tmp_path):
     """--max-minutes, --save-every-minutes and --lr-cooldown read a clock both processes agree on. Here process 1's
     clock runs 6 seconds ahead: reading their own clocks, it would stop 6 seconds before process 0 and leave process
@@ -367,6 +369,7 @@ def test_two_processes_agree_on_the_clock_when_theirs_differ(toy_data, tmp_path)
     assert len(saved) >= 2 and saved[-1].name == f"step-{summary['step']:07d}"
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_update_freq_2(toy_data, tmp_path):
     pytest.importorskip("accelerate")
     common = ["--max-steps", "4", "--precision", "fp32", "--eval-every", "0", "--max-tokens", "256"]
@@ -670,6 +673,7 @@ def test_averaging_that_fails_leaves_the_last_steps_model(toy_data, tmp_path, mo
             assert torch.equal(saved[name], last[name]), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [15, 2])
 def test_a_stop_signal_saves_a_checkpoint_and_resume_matches_the_straight_run(toy_data, tmp_path, signum):
     common = ["--max-steps", "8", "--precision", "fp32", "--eval-every", "0"]
