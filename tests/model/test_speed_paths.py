@@ -212,7 +212,12 @@ def test_the_loop_reads_the_device_back_only_every_log_every_updates(toy_data, t
 
 @pytest.mark.slow  # inductor generates and builds C++ for each graph: about a minute on 2 cores
 def test_training_with_compile_reports_its_graphs_and_matches_eager(toy_data, tmp_path):
+    from torch._dynamo.utils import counters
+
     from modeling_vanilla.cli.train import run as main
+
+    torch._dynamo.reset()  # the graph count is the process's: other tests' compiled graphs must not count here
+    counters.clear()
 
     def losses(out):
         return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
