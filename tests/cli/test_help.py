@@ -86,6 +86,7 @@ CONFIG = AutoConfig.for_model("vanilla_transformer")
     "import modeling_vanilla.modeling_vanilla",  # the model file alone: registered when its import ends
     "import user_module; assert user_module.CONFIG.model_type == 'vanilla_transformer'",
 ], ids=["transformers after", "a name", "the model file", "auto classes at import"])
+@pytest.mark.slow
 def test_import_modeling_vanilla_registers_the_model_before_transformers_can_be_used(between, tmp_path):
     (tmp_path / "user_module.py").write_text(USES_AUTO_AT_IMPORT)
     result = run_python(REGISTRATION_CODE.format(between=between), cwd=tmp_path)

@@ -241,6 +241,7 @@ def test_registration_changes_only_the_translation_task():
 # Door 1: a saved folder, in a fresh process without the package
 
 
+@pytest.mark.slow
 def test_saved_folder_translates_in_a_fresh_process_without_the_package(trained_dir, translator, tmp_path):
     expected = translator(SENTENCES, max_new_tokens=8)
     code = WITHOUT_PACKAGE + f"""

@@ -168,6 +168,7 @@ def test_marian_gets_the_plain_source_text_and_no_forced_token(marian, monkeypat
     assert "forced_bos_token_id" not in calls[0]["kwargs"] and calls[0]["kwargs"]["max_new_tokens"] == 3
 
 
+@pytest.mark.slow
 def test_the_course_example_works_with_the_switch_on_a_saved_marian_folder(marian_dir, tmp_path):
     """The Hugging Face course's `pipeline("translation", model="Helsinki-NLP/opus-mt-fr-en")`, a local folder standing
     in for the Hub id, in a fresh process: blocked by transformers 5 alone, working after the switch."""

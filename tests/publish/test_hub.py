@@ -186,6 +186,7 @@ def test_a_folder_without_a_tokenizer_is_refused(model_dir, tmp_path):
         push_to_hub()["main"]([str(folder), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "upload"), *CARD_ARGS])
 
 
+@pytest.mark.slow
 def test_the_hub_repo_loads_by_repo_id_offline_in_a_fresh_process_without_the_package(dry_run_dir, tmp_path):
     # The local cache layout huggingface_hub downloads into.
     revision = "0123456789abcdef0123456789abcdef01234567"
@@ -442,6 +443,7 @@ def test_a_folder_written_by_the_previous_version_still_loads(previous_version_d
 # Remote code: without this package
 
 
+@pytest.mark.slow
 def test_remote_code_round_trip_in_a_fresh_process_without_the_package(tiny_model, tmp_path):
     input_ids, attention_mask, _ = random_batch(99)
     expected = tiny_model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=10)
@@ -463,6 +465,7 @@ torch.save(out, {str(tmp_path / "out.pt")!r})
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("origin", ["folder", "repo id"])
 def test_a_remote_code_model_saved_again_keeps_its_pipeline(model_dir, tmp_path, origin):
     """Without the package, the model's code runs from transformers' module cache, where the pipeline file is not
@@ -496,6 +499,7 @@ json.dump(result, open({str(tmp_path / "result.json")!r}, "w"))
     assert config["custom_pipelines"] == PREVIOUS_CONFIG["custom_pipelines"]
     assert result["pipeline"].startswith("transformers_modules") and isinstance(result["output"][0]["translation_text"], str)
 
+@pytest.mark.slow
 def test_import_touches_no_network(tmp_path):
     code = """
 import socket

@@ -182,6 +182,7 @@ def load_peer_curve():
     return module
 
 
+@pytest.mark.slow
 def test_the_peer_runs_unchanged_with_snapshots_scored_after_training(toy_data, tmp_path, monkeypatch, capsys):
     peer_curve = load_peer_curve()
     script = tmp_path / "peer.py"

@@ -300,6 +300,7 @@ def test_a_config_file_gives_what_its_flags_give_and_flags_given_win(tmp_path, s
     assert (both[1].max_steps, both[1].learning_rate, both[0].model) == (60, 3e-4, str(tmp_path / "other"))
 
 
+@pytest.mark.slow
 def test_help_lists_our_options_without_torch_and_help_all_adds_trainers(tmp_path):
     code = ("import sys\nfrom modeling_vanilla.cli import finetune\ntry:\n    finetune.main(['--help'])\n"
             "except SystemExit:\n    pass\nprint('torch' in sys.modules, 'transformers' in sys.modules)")
